@@ -1,0 +1,347 @@
+"""One archival run: find -> read -> write -> delete, one bounded batch at a time.
+
+Safety design:
+- Keys are found with SCAN and handled a batch at a time, so memory does not grow with
+  the backlog.
+- A batch's rows are written in one transaction; a conversation's Redis keys are removed
+  only after that transaction committed, and only by a compare-and-delete that leaves the
+  conversation alone if the bot wrote to it since we read it (the next run adds just the
+  new messages). A crash anywhere leaves every message in Redis, in the database, or both;
+  the unique message identity makes the next run skip what is already stored.
+- A value that cannot be read safely is copied into the quarantine table and left in Redis.
+- Runs exclude each other with a lock in Redis that expires unless renewed, so a killed
+  run does not block the next one for longer than the lock's timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from django.db import DatabaseError, ProgrammingError, connection
+from django.utils import timezone
+
+from conversations import conf, storage
+from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
+from conversations.checkpoints.base import Broken, broken_with_value, decode
+from conversations.checkpoints.client import connect, redis_errors
+from conversations.exceptions import RedisUnavailable, RunInProgress
+from conversations.health import health_document, write_health
+from conversations.models import ArchiveRun
+
+logger = logging.getLogger(__name__)
+
+# At most this many error messages are kept on the run record.
+MAX_RECORDED_ERRORS = 50
+
+
+@dataclass
+class Options:
+    now: datetime
+    cutoff: timedelta
+    ttl_buffer: timedelta
+    batch_size: int
+    dry_run: bool = False
+
+
+@dataclass
+class RunReport:
+    started_at: datetime
+    dry_run: bool = False
+    finished_at: datetime | None = None
+    found: int = 0
+    archived: int = 0
+    messages: int = 0
+    deferred: int = 0
+    quarantined: int = 0
+    errors: int = 0
+    error_messages: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.errors == 0
+
+    @property
+    def duration(self) -> float:
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_messages) < MAX_RECORDED_ERRORS:
+            self.error_messages.append(message)
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return (
+                f"Dry run: would archive {self.found} conversations ({self.messages} messages); "
+                f"{self.quarantined} unreadable; nothing was written or deleted."
+            )
+        return (
+            f"Archived {self.archived} conversations ({self.messages} messages) in {self.duration:.2f}s; "
+            f"{self.deferred} deferred, {self.quarantined} quarantined, {self.errors} errors."
+        )
+
+
+def options(
+    *,
+    now: datetime | None = None,
+    cutoff_hours: float | None = None,
+    ttl_buffer_minutes: float | None = None,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+) -> Options:
+    return Options(
+        now=now or timezone.now(),
+        cutoff=timedelta(hours=conf.get("CUTOFF_HOURS") if cutoff_hours is None else cutoff_hours),
+        ttl_buffer=timedelta(minutes=conf.get("TTL_BUFFER_MINUTES") if ttl_buffer_minutes is None else ttl_buffer_minutes),
+        batch_size=batch_size or conf.get("BATCH_SIZE"),
+        dry_run=dry_run,
+    )
+
+
+def is_due(candidate: Candidate, opts: Options) -> bool:
+    """Archive when the newest checkpoint is past the cutoff, or the keys are about to expire."""
+    if candidate.checkpoint_time is not None and opts.now - candidate.checkpoint_time >= opts.cutoff:
+        return True
+    return candidate.ttl_seconds is not None and candidate.ttl_seconds < opts.ttl_buffer.total_seconds()
+
+
+def run_archive(opts: Options, progress: Callable[[str], None] | None = None) -> RunReport:
+    """Archive every due conversation; always returns a report, and (unless dry) always
+    records the run and writes the health file. Raises RunInProgress when another run holds the lock."""
+    report = RunReport(started_at=timezone.now(), dry_run=opts.dry_run)
+    logger.info("Starting conversation archival run at %s", timezone.localtime(report.started_at).isoformat(timespec="seconds"))
+    run = None
+    try:
+        client = connect()
+        with run_lock(client, skip=opts.dry_run) as renew:
+            run = None if opts.dry_run else _record_start(report)
+            for layout in enabled_layouts():
+                for keys in scan_batches(client, layout, opts.batch_size):
+                    archive_batch(client, layout, keys, opts, report, progress)
+                    renew()
+    except RunInProgress:
+        raise
+    except RedisUnavailable as exc:
+        logger.error("%s", exc)
+        report.error(str(exc))
+    except Exception as exc:  # the one boundary: whatever went wrong, the run is recorded as unhealthy
+        logger.exception("Archival run failed: %s", exc)
+        report.error(f"{type(exc).__name__}: {exc}")
+    report.finished_at = timezone.now()
+    logger.info("Completed archival run in %.2fs", report.duration)
+    if not opts.dry_run:
+        _record_finish(run, report)
+        try:
+            write_health(
+                health_document(report.started_at, report.healthy, report.archived, report.messages, report.errors)
+            )
+        except OSError as exc:
+            logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
+            report.error(f"health file: {exc}")
+    return report
+
+
+def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[list[str]]:
+    """The layout's keys, `size` at a time, by SCAN (never KEYS)."""
+    batch: list[str] = []
+    seen_in_batch: set[str] = set()
+    with redis_errors():
+        for raw in client.scan_iter(match=layout.scan_pattern(), count=conf.get("SCAN_COUNT")):
+            key = decode(raw)
+            if key is None or key in seen_in_batch or not layout.accepts(key):
+                continue
+            batch.append(key)
+            seen_in_batch.add(key)
+            if len(batch) >= size:
+                yield batch
+                batch, seen_in_batch = [], set()
+        if batch:
+            yield batch
+
+
+def archive_batch(
+    client: redis.Redis,
+    layout: Layout,
+    keys: list[str],
+    opts: Options,
+    report: RunReport,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    began = time.monotonic()
+    with redis_errors():
+        candidates, broken = layout.probe(client, keys)
+        due = [c for c in candidates if is_due(c, opts)]
+        conversations, unreadable = layout.load(client, due) if due else ([], [])
+    broken += unreadable
+    for b in broken:
+        b.source = layout.name
+    found = len(conversations) + sum(1 for b in unreadable if b.counted)
+    report.found += found
+    if found:
+        logger.info("Found %d expired checkpoints to archive", found)
+    for b in broken:
+        if not b.counted:
+            logger.warning("Skipping %s: %s", b.key, b.error)
+
+    if opts.dry_run:
+        report.messages += sum(len(c.messages) for c in conversations)
+        report.quarantined += sum(1 for b in broken if b.counted)
+        for c in conversations:
+            _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
+        for b in broken:
+            if b.counted:
+                _say(progress, f"would quarantine {b.key}: {b.error}")
+        return
+
+    _quarantine(broken, opts, report)
+    written = _write(client, layout, conversations, opts, report)
+    archived = deferred = 0
+    with redis_errors():
+        for conversation in written:
+            if layout.delete(client, conversation):
+                archived += 1
+            else:
+                deferred += 1
+                logger.info(
+                    "Conversation %s changed while it was archived; its keys stay for the next run",
+                    conversation.conversation_id,
+                )
+    report.archived += archived
+    report.deferred += deferred
+    logger.info(
+        "Batch of %d keys (%s): %d archived, %d deferred, %d unreadable in %.2fs",
+        len(keys),
+        layout.name,
+        archived,
+        deferred,
+        sum(1 for b in broken if b.counted),
+        time.monotonic() - began,
+    )
+
+
+def _write(
+    client: redis.Redis, layout: Layout, conversations: list[Conversation], opts: Options, report: RunReport
+) -> list[Conversation]:
+    """Commit the batch's rows; return the conversations whose rows are stored."""
+    if not conversations:
+        return []
+    try:
+        added = storage.with_retry(lambda: storage.write_conversations(conversations, opts.now), "archiving a batch")
+    except ProgrammingError as exc:
+        raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
+    except DatabaseError as exc:
+        if not storage.is_data_error(exc) or len(conversations) == 1:
+            return _failed(client, conversations, exc, report, quarantine=storage.is_data_error(exc), opts=opts)
+        # One conversation's rows broke the batch: write them one by one to find it.
+        stored: list[Conversation] = []
+        for conversation in conversations:
+            stored += _write(client, layout, [conversation], opts, report)
+        return stored
+    report.messages += sum(added.values())
+    return conversations
+
+
+def _failed(
+    client: redis.Redis, conversations: list[Conversation], exc: Exception, report: RunReport, *, quarantine: bool, opts: Options
+) -> list[Conversation]:
+    for conversation in conversations:
+        logger.error("Failed to archive %s after retry, skipping", conversation.conversation_id)
+        report.error(f"{conversation.conversation_id}: {exc}")
+    if quarantine:
+        with redis_errors():
+            broken = [broken_with_value(client, c.candidate.checkpoint_key, f"the database refused it: {exc}") for c in conversations]
+        for b, c in zip(broken, conversations):
+            b.source = c.source
+        _quarantine(broken, opts, report, count=False)
+    return []
+
+
+def _quarantine(broken: list[Broken], opts: Options, report: RunReport, count: bool = True) -> None:
+    if not any(b.counted for b in broken):
+        return
+    try:
+        new = storage.with_retry(lambda: storage.quarantine(broken, opts.now), "quarantining unreadable checkpoints")
+    except DatabaseError as exc:
+        for b in broken:
+            logger.error("Cannot quarantine %s (%s): %s; it stays in Redis", b.key, b.error, exc)
+            report.error(f"{b.key}: {b.error}")
+        return
+    for b in new:
+        logger.error("Quarantined %s: %s", b.key, b.error)
+        report.quarantined += 1
+        if count:
+            report.error(f"{b.key}: {b.error}")
+
+
+@contextmanager
+def run_lock(client: redis.Redis, skip: bool = False) -> Iterator[Callable[[], None]]:
+    """Hold the run lock; yields a function that renews it (call it after every batch)."""
+    if skip:
+        yield lambda: None
+        return
+    timeout = conf.get("LOCK_TIMEOUT_SECONDS")
+    lock = client.lock(conf.get("LOCK_KEY"), timeout=timeout, blocking=False)
+    with redis_errors():
+        acquired = lock.acquire()
+    if not acquired:
+        raise RunInProgress(
+            f"Another archival run is in progress (lock {conf.get('LOCK_KEY')!r}); exiting. "
+            f"A run that died frees it within {timeout}s."
+        )
+
+    def renew() -> None:
+        with redis_errors():
+            lock.reacquire()
+
+    try:
+        yield renew
+    finally:
+        try:
+            with redis_errors():
+                lock.release()
+        except (redis.exceptions.LockError, RedisUnavailable):
+            pass
+
+
+def _record_start(report: RunReport) -> ArchiveRun | None:
+    try:
+        return ArchiveRun.objects.create(started_at=report.started_at)
+    except ProgrammingError as exc:
+        raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
+    except DatabaseError as exc:
+        logger.error("Cannot record the run in the database: %s", exc)
+        return None
+
+
+def _record_finish(run: ArchiveRun | None, report: RunReport) -> None:
+    fields = dict(
+        finished_at=report.finished_at,
+        status=ArchiveRun.Status.HEALTHY if report.healthy else ArchiveRun.Status.UNHEALTHY,
+        checkpoints_found=report.found,
+        checkpoints_archived=report.archived,
+        messages_archived=report.messages,
+        deferred=report.deferred,
+        quarantined=report.quarantined,
+        errors=report.errors,
+        error_messages="\n".join(report.error_messages),
+    )
+    try:
+        connection.close_if_unusable_or_obsolete()
+        if run is None:
+            ArchiveRun.objects.create(started_at=report.started_at, **fields)
+        else:
+            ArchiveRun.objects.filter(pk=run.pk).update(**fields)
+    except DatabaseError as exc:
+        logger.error("Cannot record the run in the database: %s", exc)
+
+
+def _say(progress: Callable[[str], None] | None, line: str) -> None:
+    if progress is not None:
+        progress(line)

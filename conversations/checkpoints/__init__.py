@@ -1,0 +1,26 @@
+"""Everything that knows how LangGraph lays out conversations in Redis."""
+
+from __future__ import annotations
+
+from conversations import conf
+from conversations.checkpoints.base import Broken, Candidate, Conversation, Layout
+from conversations.checkpoints.plain import PlainLayout
+from conversations.checkpoints.saver import SaverLayout
+from conversations.checkpoints.shallow import ShallowLayout
+
+LAYOUTS: dict[str, type[Layout]] = {"redis": SaverLayout, "shallow": ShallowLayout, "plain": PlainLayout}
+
+
+def enabled_layouts() -> list[Layout]:
+    names = conf.get("LAYOUTS")
+    unknown = [n for n in names if n not in LAYOUTS]
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"ARCHIVER['LAYOUTS'] names {', '.join(map(repr, unknown))}; the known layouts are {', '.join(LAYOUTS)}."
+        )
+    return [LAYOUTS[name]() for name in names]
+
+
+__all__ = ["Broken", "Candidate", "Conversation", "Layout", "enabled_layouts"]

@@ -1,0 +1,259 @@
+"""What every checkpoint layout hands the archiver, and the Redis helpers they share.
+
+A layout finds candidate conversations with SCAN (`scan_pattern`), tells their age cheaply
+(`probe`), reads the due ones in full (`load`) and removes a conversation's keys with a
+compare-and-delete (`delete`) that does nothing if the bot wrote to it after we read it.
+All reads of a batch go through pipelines: round trips grow with the depth of the work,
+never with the number of conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from conversations import conf
+from conversations.checkpoints.messages import Message, State, check_storable, merge_messages, parse_json
+from conversations.exceptions import MalformedCheckpoint
+
+EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
+# How many keys one UNLINK gets inside the delete scripts (Lua's unpack has a limit).
+UNLINK_CHUNK = 500
+SEARCH_PAGE = 1000
+
+
+@dataclass
+class Candidate:
+    """A conversation the scan found, with what it takes to decide whether it is due."""
+
+    key: str  # the key the scan returned
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_key: str  # where its newest checkpoint document is
+    checkpoint_time: datetime | None
+    ttl_seconds: float | None  # remaining life; None when the key never expires
+
+
+@dataclass
+class Conversation:
+    """A due conversation, read in full."""
+
+    candidate: Candidate
+    source: str
+    checkpoint_id: str
+    state: State
+    timestamps: list[datetime]
+    guard: list[str]  # what the delete script compares before it removes anything
+    scope: str  # keeps id-less messages of different threads apart
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.state.messages
+
+    @property
+    def conversation_id(self) -> str:
+        return self.state.conversation_id or self.candidate.thread_id
+
+
+@dataclass
+class Broken:
+    """A value that could not be read; its raw bytes go to quarantine."""
+
+    key: str
+    error: str
+    source: str = ""
+    redis_type: str = ""
+    raw_value: bytes = b""
+    counted: bool = True  # False for conditions worth a warning but nothing to keep
+    extra_keys: list[str] = field(default_factory=list)
+
+
+class Layout(ABC):
+    name: str
+
+    def __init__(self) -> None:
+        self.fields = {
+            "messages": conf.get("MESSAGES_FIELD"),
+            "conversation_id": conf.get("CONVERSATION_ID_FIELD"),
+            "customer_id": conf.get("CUSTOMER_ID_FIELD"),
+            "summary": conf.get("SUMMARY_FIELD"),
+        }
+
+    @abstractmethod
+    def scan_pattern(self) -> str: ...
+
+    def accepts(self, key: str) -> bool:
+        """Whether a key the scan matched really is one of this layout's conversations."""
+        return True
+
+    @abstractmethod
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]: ...
+
+    @abstractmethod
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]: ...
+
+    @abstractmethod
+    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
+        """Remove the conversation's keys unless it changed since `load`; True when removed."""
+
+
+# --- helpers shared by the layouts -------------------------------------------------------
+
+
+def decode(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
+def encode(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def ttl_seconds(pttl: Any) -> float | None:
+    """PTTL's answer as seconds; None for a key without expiry (-1) or on an error."""
+    if isinstance(pttl, int) and pttl >= 0:
+        return pttl / 1000
+    return None
+
+
+def json_paths(raw: Any) -> dict[str, list[Any]] | None:
+    """The answer of a multi-path JSON.GET: {path: [matches]}; None when the key is missing."""
+    if raw is None or isinstance(raw, Exception):
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else None
+
+
+def first(paths: dict[str, list[Any]] | None, *names: str) -> Any:
+    for name in names:
+        matches = (paths or {}).get(name) or []
+        if matches and matches[0] is not None:
+            return matches[0]
+    return None
+
+
+def raw_value(client: redis.Redis, key: str) -> tuple[str, bytes]:
+    """A key's type and its value as bytes, for quarantine: GET, JSON.GET, or DUMP for the rest."""
+    kind = decode(client.type(key)) or "none"
+    if kind == "string":
+        return kind, client.get(key) or b""
+    if kind == "ReJSON-RL":
+        return kind, client.execute_command("JSON.GET", key) or b""
+    return kind, client.dump(key) or b""
+
+
+def broken_with_value(client: redis.Redis, key: str, error: str) -> Broken:
+    kind, value = raw_value(client, key)
+    return Broken(key=key, error=error, redis_type=kind, raw_value=value)
+
+
+def pending_messages(write_docs: list[tuple[str, Any]], fields: dict[str, str]) -> tuple[list[Message], dict[str, Any]]:
+    """Messages and state fields sitting in pending writes, in write order.
+
+    Only JSON-typed writes are read; a messages write in any other encoding (msgpack, pickle)
+    is refused, since reading it would mean running a deserializer that can execute code.
+    """
+    from base64 import b64decode
+    from binascii import Error as Base64Error
+
+    from conversations.checkpoints.messages import parse_message
+
+    messages: list[Message] = []
+    state_fields: dict[str, Any] = {}
+    wanted = {fields["conversation_id"], fields["customer_id"], fields["summary"]}
+    for key, raw in write_docs:
+        if raw is None:
+            continue  # expired or removed since the registry listed it
+        doc = parse_json(raw, f"pending write {key}")
+        if not isinstance(doc, dict):
+            raise MalformedCheckpoint(f"pending write {key} is not an object")
+        channel = doc.get("channel")
+        if channel != fields["messages"] and channel not in wanted:
+            continue
+        if doc.get("type") != "json":
+            raise MalformedCheckpoint(
+                f"pending write {key} to {channel!r} is encoded as {doc.get('type')!r}; only JSON is read"
+            )
+        try:
+            value = parse_json(b64decode(doc.get("blob") or "", validate=True), f"pending write {key}")
+        except (Base64Error, ValueError, TypeError):
+            raise MalformedCheckpoint(f"pending write {key} has a blob that is not base64") from None
+        if channel == fields["messages"]:
+            items = value if isinstance(value, list) else [value]
+            messages.extend(parse_message(item, i) for i, item in enumerate(items))
+        else:
+            state_fields[channel] = value
+    return messages, state_fields
+
+
+def apply_pending(state: State, messages: list[Message], state_fields: dict[str, Any], fields: dict[str, str]) -> None:
+    state.messages = merge_messages(state.messages, messages)
+    for attr in ("conversation_id", "customer_id", "summary"):
+        value = state_fields.get(fields[attr])
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+            setattr(state, attr, str(value))
+    check_storable(state, state.messages)
+
+
+def entry_times(
+    messages: list[Message], newest: datetime, chain: list[tuple[datetime, int, str | None]]
+) -> list[datetime]:
+    """When each message entered the conversation, as well as the checkpoints show it.
+
+    `chain` lists the surviving root checkpoints from the newest back: (time, number of
+    messages, id of its last message). A checkpoint holds the first n messages of the current
+    state when its last message is the current state's n-th; walking back while that holds,
+    each message gets the time of the earliest checkpoint that held it. The walk stops at the
+    first checkpoint that does not fit (the bot trimmed or rewrote its messages): what came
+    before cannot be matched safely. A message's own timestamp wins; pending messages and
+    anything unmatched get the newest checkpoint's time. Times never go backwards.
+    """
+    times = [newest] * len(messages)
+    for ts, count, last_id in chain:
+        if count <= 0 or count > len(messages) or messages[count - 1].message_id != last_id:
+            break
+        for i in range(count):
+            times[i] = ts
+    for i, message in enumerate(messages):
+        if message.own_timestamp is not None:
+            times[i] = message.own_timestamp
+    for i in range(1, len(times)):
+        if times[i] < times[i - 1]:
+            times[i] = times[i - 1]
+    return times
+
+
+_TAG_SPECIAL = re.compile(r"([^\w\u0080-\U0010ffff])")
+
+
+def escape_tag(value: str) -> str:
+    """Escape a value for a RediSearch TAG query such as @thread_id:{...}."""
+    return _TAG_SPECIAL.sub(r"\\\1", value)
+
+
+def search_keys(client: redis.Redis, index: str, query: str) -> list[str]:
+    """Every key an FT.SEARCH query matches, a page at a time."""
+    keys: list[str] = []
+    offset = 0
+    while True:
+        reply = client.execute_command(
+            "FT.SEARCH", index, query, "NOCONTENT", "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2
+        )
+        if isinstance(reply, dict):  # RESP3
+            total = reply[b"total_results"]
+            page = [decode(r[b"id"]) for r in reply[b"results"]]
+        else:
+            total, page = reply[0], [decode(k) for k in reply[1:]]
+        keys.extend(k for k in page if k is not None)
+        offset += SEARCH_PAGE
+        if len(page) < SEARCH_PAGE or offset >= total:
+            return keys

@@ -1,0 +1,56 @@
+"""The archiver's connection to the bot's Redis, and the mapping of redis-py's errors onto ours."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from conversations import conf
+from conversations.exceptions import RedisUnavailable
+
+CONNECT_TIMEOUT_SECONDS = 5
+# Generous: one pipeline of a batch's documents can take a while on a loaded server.
+READ_TIMEOUT_SECONDS = 60
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client for the checkpoint Redis that answers bytes; checks the connection now."""
+    url = url or conf.get("REDIS_URL")
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=READ_TIMEOUT_SECONDS,
+            decode_responses=False,
+            protocol=2,  # the same reply shapes on every redis-py release (8.x defaults to RESP3)
+        )
+    except ValueError as exc:
+        raise RedisUnavailable(f"REDIS_URL {masked(url)} is not a Redis URL: {exc}") from None
+    with redis_errors(url):
+        client.ping()
+    return client
+
+
+@contextmanager
+def redis_errors(url: str | None = None) -> Iterator[None]:
+    """Turn a lost or refused connection into RedisUnavailable, naming the server (never its password)."""
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailable(f"Redis refused the credentials in REDIS_URL {masked(url or conf.get('REDIS_URL'))}: {exc}") from exc
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        where = masked(url or conf.get("REDIS_URL"))
+        raise RedisUnavailable(f"Redis connection failed: {where}: {exc}") from exc
+
+
+def masked(url: str | None) -> str:
+    if not url:
+        return "(no REDIS_URL)"
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

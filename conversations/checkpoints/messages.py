@@ -1,0 +1,313 @@
+"""Turning stored LangGraph state into plain message records, without running any of it.
+
+Checkpoint values are parsed as JSON and nothing else. A LangChain `lc` envelope names a
+class (`["langchain", "schema", "messages", "AIMessage"]`); we read that name as a label and
+never import it, so an envelope naming `os.system` is just an unknown message type. Anything
+we cannot read this way raises `MalformedCheckpoint`, and the caller quarantines the raw value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from collections.abc import Iterator
+from typing import Any
+
+from django.utils import timezone
+
+from conversations.exceptions import MalformedCheckpoint
+
+# LangChain message classes by the name in an lc envelope, and the role each stands for.
+LC_CLASSES = {
+    "HumanMessage": "human",
+    "HumanMessageChunk": "human",
+    "AIMessage": "ai",
+    "AIMessageChunk": "ai",
+    "ToolMessage": "tool",
+    "ToolMessageChunk": "tool",
+    "SystemMessage": "system",
+    "SystemMessageChunk": "system",
+    "FunctionMessage": "function",
+    "FunctionMessageChunk": "function",
+    "ChatMessage": "chat",
+    "ChatMessageChunk": "chat",
+}
+# Simple-dict roles (OpenAI style) and the LangChain type each maps to.
+ROLE_ALIASES = {"user": "human", "assistant": "ai", "human": "human", "ai": "ai"}
+KNOWN_ROLES = {"human", "ai", "tool", "system", "function", "chat", "developer"}
+MAX_ROLE_LENGTH = 32
+
+# Fields with a column of their own; everything else a message carries goes to `metadata`.
+COLUMN_FIELDS = {"type", "role", "content", "id", "name", "tool_calls", "tool_call_id"}
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    content_blocks: list[Any] | None
+    message_id: str | None
+    name: str | None
+    tool_calls: list[Any] | None
+    tool_call_id: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    own_timestamp: datetime | None = None
+
+
+@dataclass
+class State:
+    """The conversation-level facts and the messages of one checkpoint's state."""
+
+    messages: list[Message]
+    conversation_id: str | None
+    customer_id: str | None
+    summary: str | None
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise MalformedCheckpoint(f"{what} is not JSON: {exc}") from None
+
+
+def parse_state(channel_values: Any, fields: dict[str, str]) -> State:
+    """Read the archived fields of a state dict; `fields` names the state keys to use."""
+    if not isinstance(channel_values, dict):
+        raise MalformedCheckpoint(f"the state is a {type(channel_values).__name__}, not an object")
+    raw_messages = channel_values.get(fields["messages"])
+    if raw_messages is None:
+        raise MalformedCheckpoint(f"the state has no {fields['messages']!r} list")
+    if not isinstance(raw_messages, list):
+        raise MalformedCheckpoint(f"{fields['messages']!r} is a {type(raw_messages).__name__}, not a list")
+    if not raw_messages:
+        raise MalformedCheckpoint(f"the state's {fields['messages']!r} list is empty")
+    return State(
+        messages=[parse_message(m, i) for i, m in enumerate(raw_messages)],
+        conversation_id=_optional_id(channel_values, fields["conversation_id"]),
+        customer_id=_optional_id(channel_values, fields["customer_id"]),
+        summary=_optional_text(channel_values, fields["summary"]),
+    )
+
+
+def parse_message(raw: Any, index: int) -> Message:
+    if not isinstance(raw, dict):
+        raise MalformedCheckpoint(f"message {index} is a {type(raw).__name__}, not an object")
+    if "lc" in raw:
+        role, fields = _from_lc_envelope(raw, index)
+    elif "role" in raw:
+        role, fields = _from_simple_dict(raw, index)
+    elif isinstance(raw.get("type"), str) and isinstance(raw.get("data"), dict):
+        # langchain_core.messages.message_to_dict(): {"type": "human", "data": {...}}
+        role, fields = _checked_role(raw["type"], index), raw["data"]
+    elif isinstance(raw.get("type"), str) and "content" in raw:
+        role, fields = _checked_role(raw["type"], index), raw
+    else:
+        raise MalformedCheckpoint(f"message {index} is neither a LangChain message nor a role/content dict")
+
+    content, blocks = _content(fields.get("content"), index)
+    return Message(
+        role=role,
+        content=content,
+        content_blocks=blocks,
+        message_id=_optional_str(fields, "id", index),
+        name=_optional_str(fields, "name", index),
+        tool_calls=_optional_list(fields, "tool_calls", index),
+        tool_call_id=_optional_str(fields, "tool_call_id", index),
+        metadata={k: v for k, v in fields.items() if k not in COLUMN_FIELDS},
+        own_timestamp=_own_timestamp(fields, index),
+    )
+
+
+def _from_lc_envelope(raw: dict[str, Any], index: int) -> tuple[str, dict[str, Any]]:
+    path, kwargs = raw.get("id"), raw.get("kwargs")
+    if raw.get("type") != "constructor" or not isinstance(path, list) or not path or not isinstance(kwargs, dict):
+        raise MalformedCheckpoint(f"message {index} is an lc envelope of an unreadable kind ({raw.get('type')!r})")
+    class_name = path[-1]
+    if class_name not in LC_CLASSES or path[0] != "langchain":
+        raise MalformedCheckpoint(f"message {index} names {'.'.join(map(str, path))!r}, which is not a LangChain message")
+    role = LC_CLASSES[class_name]
+    if role == "chat" and isinstance(kwargs.get("role"), str):
+        role = ROLE_ALIASES.get(kwargs["role"], kwargs["role"])
+    return _checked_role(role, index), kwargs
+
+
+def _from_simple_dict(raw: dict[str, Any], index: int) -> tuple[str, dict[str, Any]]:
+    role = raw["role"]
+    if not isinstance(role, str):
+        raise MalformedCheckpoint(f"message {index} has a role of type {type(role).__name__}")
+    return _checked_role(ROLE_ALIASES.get(role, role), index), raw
+
+
+def _checked_role(role: str, index: int) -> str:
+    if not role or len(role) > MAX_ROLE_LENGTH:
+        raise MalformedCheckpoint(f"message {index} has an unusable role {role[:40]!r}")
+    return role
+
+
+def _content(value: Any, index: int) -> tuple[str, list[Any] | None]:
+    """The readable text, and the original blocks when the content is a list of them."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list):
+        texts = []
+        for block in value:
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            elif not isinstance(block, dict):
+                raise MalformedCheckpoint(f"message {index} has a content block of type {type(block).__name__}")
+        return "".join(texts), value  # as LangChain's own `message.text` joins them
+    raise MalformedCheckpoint(f"message {index} has content of type {type(value).__name__}")
+
+
+def _optional_str(fields: dict[str, Any], key: str, index: int) -> str | None:
+    value = fields.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedCheckpoint(f"message {index} has a {key!r} of type {type(value).__name__}")
+
+
+def _optional_list(fields: dict[str, Any], key: str, index: int) -> list[Any] | None:
+    value = fields.get(key)
+    if value is None or isinstance(value, list):
+        return value or None
+    raise MalformedCheckpoint(f"message {index} has {key!r} of type {type(value).__name__}")
+
+
+def _optional_id(state: dict[str, Any], key: str) -> str | None:
+    value = state.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise MalformedCheckpoint(f"the state's {key!r} is a {type(value).__name__}, not a string")
+    return str(value)
+
+
+def _optional_text(state: dict[str, Any], key: str) -> str | None:
+    value = state.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedCheckpoint(f"the state's {key!r} is a {type(value).__name__}, not a string")
+
+
+def _own_timestamp(fields: dict[str, Any], index: int) -> datetime | None:
+    """The time a message carries itself: a simple dict's `timestamp`, or LangChain's additional_kwargs one."""
+    value = fields.get("timestamp")
+    extra = fields.get("additional_kwargs")
+    if value is None and isinstance(extra, dict):
+        value = extra.get("timestamp")
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise MalformedCheckpoint(f"message {index} has an unreadable timestamp: {exc}") from None
+
+
+def parse_time(value: Any) -> datetime:
+    """An ISO-8601 string or epoch seconds/milliseconds as an aware datetime.
+
+    Times without an offset are read in the project's time zone (Europe/Madrid).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, tz=dt_timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{value!r} is out of range") from None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value[:60]!r} is not ISO-8601") from None
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        return parsed
+    raise ValueError(f"a {type(value).__name__} is not a time")
+
+
+def message_keys(messages: list[Message], scope: str) -> list[str]:
+    """A stable identity for each message, so that archiving the same state again adds nothing.
+
+    LangChain ids are unique, so a message with one is keyed by it. A message without one is
+    keyed by a digest of what it is (role, text, tool call, its own time) and how many
+    identical messages came before it in this state; `scope` (the thread and namespace) keeps
+    identical messages of unrelated conversations apart.
+    """
+    keys = []
+    seen: dict[str, int] = {}
+    for message in messages:
+        if message.message_id:
+            keys.append("id:" + message.message_id)
+            continue
+        body = json.dumps(
+            [
+                scope,
+                message.role,
+                message.content,
+                message.content_blocks,
+                message.tool_call_id,
+                message.name,
+                message.own_timestamp.isoformat() if message.own_timestamp else None,
+            ],
+            ensure_ascii=False,
+            sort_keys=True,
+            default=str,
+        )
+        occurrence = seen.get(body, 0)
+        seen[body] = occurrence + 1
+        digest = hashlib.sha256(f"{body}#{occurrence}".encode("utf-8", "surrogatepass")).hexdigest()
+        keys.append("sha256:" + digest)
+    return keys
+
+
+def merge_messages(current: list[Message], pending: list[Message]) -> list[Message]:
+    """Apply pending writes like LangGraph's add_messages: a known id replaces, anything else appends."""
+    merged = list(current)
+    where = {m.message_id: i for i, m in enumerate(merged) if m.message_id}
+    for message in pending:
+        if message.message_id and message.message_id in where:
+            merged[where[message.message_id]] = message
+        else:
+            if message.message_id:
+                where[message.message_id] = len(merged)
+            merged.append(message)
+    return merged
+
+
+def check_storable(state: State, messages: list[Message]) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL characters or lone surrogates: refuse them here,
+    so one such value quarantines its own conversation instead of failing a whole batch."""
+    values: list[Any] = [state.conversation_id, state.customer_id, state.summary]
+    for m in messages:
+        values += [m.role, m.content, m.message_id, m.name, m.tool_call_id, m.content_blocks, m.tool_calls, m.metadata]
+    for text in _strings(values):
+        if "\x00" in text:
+            raise MalformedCheckpoint("a message holds a NUL character, which PostgreSQL text cannot store")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedCheckpoint("a message holds a lone UTF-16 surrogate, which is not valid text") from None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def now_utc() -> datetime:
+    return timezone.now().astimezone(dt_timezone.utc)

@@ -1,0 +1,143 @@
+"""The plain-string layout of the operations guide.
+
+    langgraph:checkpoint:{conversation_id}:{checkpoint_ns}   string: one JSON checkpoint
+
+The value is a checkpoint ({"v", "ts", "id", "channel_values": {...}}), or, from older
+writers, {"data": {...state...}} or the state itself. Each key is its own conversation
+record; the delete compares the value's SHA-1 so a key rewritten after we read it stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from conversations import conf
+from conversations.checkpoints.base import (
+    Broken,
+    Candidate,
+    Conversation,
+    Layout,
+    decode,
+    entry_times,
+    ttl_seconds,
+)
+from conversations.checkpoints.messages import check_storable, parse_json, parse_state, parse_time
+from conversations.exceptions import MalformedCheckpoint
+
+DELETE_IF_UNCHANGED = """
+local value = redis.call('GET', KEYS[1])
+if not value then return -1 end
+if redis.sha1hex(value) ~= ARGV[1] then return 0 end
+redis.call('UNLINK', KEYS[1])
+return 1
+"""
+
+
+class PlainLayout(Layout):
+    name = "plain"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefix = conf.get("PLAIN_PREFIX")
+
+    def scan_pattern(self) -> str:
+        return self.prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[") + "*"
+
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]:
+        # The value is one small document: read it now, as the age is inside it.
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = pipe.execute(raise_on_error=False)
+        self._values: dict[str, bytes] = {}
+        candidates, broken = [], []
+        for i, key in enumerate(keys):
+            raw, pttl = replies[2 * i], replies[2 * i + 1]
+            if raw is None:
+                continue
+            if isinstance(raw, Exception):
+                kind = decode(client.type(key)) or "none"
+                broken.append(Broken(key=key, error=f"a {kind} where a JSON string was expected", redis_type=kind, raw_value=client.dump(key) or b""))
+                continue
+            rest = key[len(self.prefix):]
+            conversation_id, _, ns = rest.rpartition(":") if ":" in rest else (rest, "", "")
+            try:
+                checkpoint_time = _time_of(_checkpoint(parse_json(raw, "the value")), self.fields["messages"])
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(Broken(key=key, error=str(exc), redis_type="string", raw_value=raw))
+                continue
+            self._values[key] = raw
+            candidates.append(
+                Candidate(
+                    key=key,
+                    thread_id=conversation_id,
+                    checkpoint_ns=ns,
+                    checkpoint_key=key,
+                    checkpoint_time=checkpoint_time,
+                    ttl_seconds=ttl_seconds(pttl),
+                )
+            )
+        return candidates, broken
+
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
+        conversations, broken = [], []
+        for candidate in due:
+            raw = self._values.pop(candidate.key)
+            try:
+                conversations.append(self._conversation(candidate, raw))
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(Broken(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
+        self._values.clear()
+        return conversations, broken
+
+    def _conversation(self, candidate: Candidate, raw: bytes) -> Conversation:
+        checkpoint = _checkpoint(parse_json(raw, "the value"))
+        state = parse_state(checkpoint.get("channel_values", checkpoint), self.fields)
+        check_storable(state, state.messages)
+        newest = candidate.checkpoint_time
+        if newest is None:
+            raise MalformedCheckpoint("neither the checkpoint nor its messages carry a time")
+        return Conversation(
+            candidate=candidate,
+            source=self.name,
+            checkpoint_id=str(checkpoint.get("id") or ""),
+            state=state,
+            timestamps=entry_times(state.messages, newest, []),
+            guard=[hashlib.sha1(raw).hexdigest()],
+            scope=f"{self.name}:{candidate.key}",
+        )
+
+    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
+        return client.eval(DELETE_IF_UNCHANGED, 1, conversation.candidate.key, *conversation.guard) != 0
+
+
+def _checkpoint(doc: Any) -> dict[str, Any]:
+    """The checkpoint object of a plain value, whichever of the accepted shapes it has."""
+    if not isinstance(doc, dict):
+        raise MalformedCheckpoint(f"the value is a JSON {type(doc).__name__}, not an object")
+    if isinstance(doc.get("checkpoint"), dict):
+        return doc["checkpoint"]
+    if isinstance(doc.get("data"), dict):
+        return doc["data"]
+    return doc
+
+
+def _time_of(checkpoint: dict[str, Any], messages_field: str) -> datetime | None:
+    """The checkpoint's `ts`; for older writers without one, the newest message timestamp."""
+    if checkpoint.get("ts") is not None:
+        return parse_time(checkpoint["ts"])
+    state = checkpoint.get("channel_values", checkpoint)
+    messages = state.get(messages_field) if isinstance(state, dict) else None
+    times = []
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("timestamp") is not None:
+            try:
+                times.append(parse_time(message["timestamp"]))
+            except ValueError:
+                pass
+    return max(times, default=None)

@@ -1,0 +1,55 @@
+"""The archiver's settings: one namespaced dict, `settings.ARCHIVER`, read at call time.
+
+Every key has a default here, so a deployment sets only what differs, and tests override
+the dict with pytest-django's `settings` fixture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Where the bot's checkpoints live.
+    "REDIS_URL": "redis://localhost:6379/0",
+    # Archive a conversation once its newest checkpoint is this old ...
+    "CUTOFF_HOURS": 23,
+    # ... or once its keys have less than this left to live, whichever comes first.
+    "TTL_BUFFER_MINUTES": 60,
+    # Conversations read, written and deleted together; bounds memory.
+    "BATCH_SIZE": 200,
+    # SCAN's COUNT hint.
+    "SCAN_COUNT": 1000,
+    # Database errors: attempts per batch and the pause between them.
+    "RETRY_ATTEMPTS": 2,
+    "RETRY_DELAY_SECONDS": 5,
+    "HEALTH_FILE": "/tmp/archiver_health.json",
+    # Which layouts are read: "redis" (RedisSaver/AsyncRedisSaver), "shallow"
+    # (the shallow savers) and "plain" (langgraph:checkpoint:{conversation_id}:{ns} strings).
+    "LAYOUTS": ("redis", "shallow", "plain"),
+    # Key prefixes of langgraph-checkpoint-redis (its defaults) and of the plain layout.
+    "CHECKPOINT_PREFIX": "checkpoint",
+    "CHECKPOINT_LATEST_PREFIX": "checkpoint_latest",
+    "CHECKPOINT_WRITE_PREFIX": "checkpoint_write",
+    "WRITE_KEYS_ZSET_PREFIX": "write_keys_zset",
+    "PLAIN_PREFIX": "langgraph:checkpoint:",
+    # Names of the state fields that carry the conversation-level facts.
+    "CONVERSATION_ID_FIELD": "conversation_id",
+    "CUSTOMER_ID_FIELD": "customer_id",
+    "SUMMARY_FIELD": "conversation_summary",
+    "MESSAGES_FIELD": "messages",
+    # The lock that keeps two runs apart; it expires this long after its holder last
+    # renewed it (every batch), so a killed run blocks the next one only briefly.
+    "LOCK_KEY": "conversation-archiver:lock",
+    "LOCK_TIMEOUT_SECONDS": 300,
+}
+
+KNOWN_LAYOUTS = ("redis", "shallow", "plain")
+
+
+def get(name: str) -> Any:
+    overrides = getattr(settings, "ARCHIVER", {}) or {}
+    if name in overrides:
+        return overrides[name]
+    return DEFAULTS[name]

@@ -1,0 +1,17 @@
+"""The archiver's errors, each with a message a person can act on."""
+
+
+class ArchiverError(Exception):
+    """Base class of the archiver's own errors."""
+
+
+class RedisUnavailable(ArchiverError):
+    """Redis could not be reached or dropped the connection."""
+
+
+class MalformedCheckpoint(ArchiverError):
+    """A stored value is not a checkpoint the archiver can read safely; it gets quarantined."""
+
+
+class RunInProgress(ArchiverError):
+    """Another archival run holds the lock."""

@@ -1,0 +1,128 @@
+"""What the archiver keeps: one row per message, and the facts around them.
+
+`conversation_history` is the table the operations guide queries by hand, so its column
+names are part of the contract. Each message row is identified by
+(conversation_id, message_key): the message id where LangChain gave one, else a digest of
+what the message is. That unique key is what makes every write safe to repeat.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class ConversationHistory(models.Model):
+    conversation_id = models.TextField()
+    customer_id = models.TextField(null=True, blank=True)
+    timestamp = models.DateTimeField(help_text="When the message entered the conversation.")
+    role = models.CharField(max_length=32, help_text="human, ai, tool or system.")
+    content = models.TextField(blank=True, help_text="The readable text of the message.")
+    content_blocks = models.JSONField(
+        null=True, blank=True, help_text="The original list of content blocks, when the content was one."
+    )
+    message_id = models.TextField(null=True, blank=True)
+    position = models.IntegerField(help_text="0-based order within the conversation.")
+    name = models.TextField(null=True, blank=True)
+    tool_calls = models.JSONField(null=True, blank=True)
+    tool_call_id = models.TextField(null=True, blank=True)
+    metadata = models.JSONField(
+        default=dict, blank=True, help_text="Every other field the message carried, unchanged."
+    )
+    message_key = models.TextField(help_text="Identity of the message within its conversation.")
+    # Where the row came from.
+    source = models.CharField(max_length=16, help_text="Checkpoint layout: redis, shallow or plain.")
+    thread_id = models.TextField()
+    checkpoint_ns = models.TextField(blank=True)
+    checkpoint_id = models.TextField(blank=True)
+    archived_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "conversation_history"
+        verbose_name = "archived message"
+        verbose_name_plural = "conversation history"
+        ordering = ["conversation_id", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation_id", "message_key"], name="conversation_history_message_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["customer_id", "timestamp"], name="conv_history_customer"),
+            models.Index(fields=["conversation_id", "position"], name="conv_history_transcript"),
+            models.Index(fields=["timestamp"], name="conv_history_timestamp"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} #{self.position} ({self.role})"
+
+
+class ArchivedConversation(models.Model):
+    """Conversation-level facts, refreshed every time messages of the conversation are archived."""
+
+    conversation_id = models.TextField(unique=True)
+    customer_id = models.TextField(null=True, blank=True)
+    thread_id = models.TextField()
+    summary = models.TextField(null=True, blank=True)
+    first_message_at = models.DateTimeField(null=True)
+    last_message_at = models.DateTimeField(null=True)
+    message_count = models.IntegerField(default=0)
+    first_archived_at = models.DateTimeField()
+    last_archived_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "archived_conversation"
+        indexes = [
+            models.Index(fields=["customer_id"], name="archived_conv_customer"),
+            models.Index(fields=["last_message_at"], name="archived_conv_last_message"),
+        ]
+
+    def __str__(self) -> str:
+        return self.conversation_id
+
+
+class QuarantinedCheckpoint(models.Model):
+    """A Redis value the archiver could not read safely, kept byte for byte so the TTL cannot destroy it."""
+
+    key = models.TextField()
+    source = models.CharField(max_length=16)
+    redis_type = models.CharField(max_length=32, blank=True)
+    raw_value = models.BinaryField(help_text="The value as Redis returned it (DUMP format for non-strings).")
+    value_sha1 = models.CharField(max_length=40)
+    error = models.TextField()
+    quarantined_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "quarantined_checkpoint"
+        constraints = [
+            models.UniqueConstraint(fields=["key", "value_sha1"], name="quarantined_checkpoint_once"),
+        ]
+        indexes = [models.Index(fields=["quarantined_at"], name="quarantined_at")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ArchiveRun(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        HEALTHY = "healthy"
+        UNHEALTHY = "unhealthy"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    checkpoints_found = models.IntegerField(default=0)
+    checkpoints_archived = models.IntegerField(default=0)
+    messages_archived = models.IntegerField(default=0)
+    deferred = models.IntegerField(default=0, help_text="Conversations written to during the run, kept for the next.")
+    quarantined = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    error_messages = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "archive_run"
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["started_at"], name="archive_run_started")]
+
+    def __str__(self) -> str:
+        return f"run {self.started_at:%Y-%m-%d %H:%M} ({self.status})"

@@ -1,0 +1,239 @@
+"""Conversations written by the real langgraph + langgraph-checkpoint-redis savers, archived,
+and compared with what LangGraph's own get_state says the conversation holds."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from conversations.archiving import options, run_archive
+from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
+from tests import lgwriter
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
+
+THREAD = "wa:34600111222:2026"  # thread ids with ':' must work
+
+
+def archive(**kwargs):
+    kwargs.setdefault("now", timezone.now() + timedelta(hours=24))
+    return run_archive(options(**kwargs))
+
+
+def archived(conversation_id: str) -> list[dict]:
+    rows = ConversationHistory.objects.filter(conversation_id=conversation_id).order_by("position")
+    return [
+        {
+            "type": r.role,
+            "content": r.content_blocks if r.content_blocks is not None else r.content,
+            "id": r.message_id,
+            "name": r.name,
+            "tool_calls": r.tool_calls or [],
+            "tool_call_id": r.tool_call_id,
+        }
+        for r in rows
+    ]
+
+
+def stack_url(client) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+def remaining_keys(client) -> list[bytes]:
+    return sorted(client.scan_iter(count=1000))
+
+
+@pytest.mark.parametrize("saver", lgwriter.SAVERS)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"tools": True, "subgraph": True},
+        {"blocks": True, "pending": True},
+        {"tools": True, "pending": True, "subgraph": True},
+    ],
+    ids=["tools+subgraph", "blocks+pending", "tools+pending+subgraph"],
+)
+def test_every_message_in_order_identical_to_get_state(stack_redis, saver, shape):
+    url = stack_url(stack_redis)
+    expected = lgwriter.write_conversation(
+        url, THREAD, ["Hola, soy Lucía 👋", "¿Dónde está mi pedido?"], saver=saver,
+        customer_id="cust-42", summary="Pedido ORD-2 en camino", **shape,
+    )
+
+    report = archive()
+
+    assert report.errors == 0 and report.archived == 1
+    assert archived(THREAD) == expected
+    assert remaining_keys(stack_redis) == []
+    conversation = ArchivedConversation.objects.get(conversation_id=THREAD)
+    assert (conversation.customer_id, conversation.summary, conversation.message_count) == (
+        "cust-42", "Pedido ORD-2 en camino", len(expected)
+    )
+    assert set(ConversationHistory.objects.values_list("customer_id", flat=True)) == {"cust-42"}
+
+
+def test_state_conversation_id_wins_over_the_thread_id(stack_redis):
+    expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola"], conversation_id="conv-77")
+    archive()
+    assert archived("conv-77") == expected
+    assert not ConversationHistory.objects.filter(conversation_id=THREAD).exists()
+    assert ConversationHistory.objects.filter(conversation_id="conv-77").first().thread_id == THREAD
+
+
+def test_conversations_before_the_customer_is_known_are_archived(stack_redis):
+    expected = lgwriter.write_conversation(stack_url(stack_redis), "anon-1", ["hola"])
+    archive()
+    assert archived("anon-1") == expected
+    assert ConversationHistory.objects.filter(customer_id__isnull=True).count() == len(expected)
+
+
+def test_young_conversations_are_left_alone_unless_about_to_expire(stack_redis):
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, "young", ["hola"])  # no TTL
+    lgwriter.write_conversation(url, "expiring", ["hola"], ttl_minutes=30)  # 30 min left < 60 min buffer
+
+    report = archive(now=timezone.now())
+
+    assert report.archived == 1
+    assert set(ConversationHistory.objects.values_list("conversation_id", flat=True)) == {"expiring"}
+    assert stack_redis.exists(f"checkpoint_latest:young:__empty__")
+
+
+def test_timestamps_come_from_the_checkpoints_and_never_go_backwards(stack_redis):
+    url = stack_url(stack_redis)
+    before = timezone.now()
+    lgwriter.write_conversation(url, THREAD, ["primera"], tools=True)
+    time.sleep(1.2)
+    middle = timezone.now()
+    expected = lgwriter.write_conversation(url, THREAD, ["segunda"], tools=True)
+    after = timezone.now()
+
+    archive(now=after + timedelta(hours=30))
+
+    rows = list(ConversationHistory.objects.filter(conversation_id=THREAD).order_by("position"))
+    assert len(rows) == len(expected) == 8
+    times = [r.timestamp for r in rows]
+    assert times == sorted(times)
+    assert all(before <= t <= after for t in times)  # never the archiver's clock (30 h later)
+    assert all(t < middle for t in times[:4]) and all(t >= middle for t in times[4:])
+
+
+def test_rerun_after_a_crash_between_commit_and_delete_adds_nothing(stack_redis, monkeypatch):
+    expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola", "adiós"], tools=True, pending=True)
+    from conversations.checkpoints.saver import SaverLayout
+
+    def killed(self, client, conversation):
+        raise SystemExit("killed between commit and delete")
+
+    monkeypatch.setattr(SaverLayout, "delete", killed)
+    with pytest.raises(SystemExit):
+        archive()
+    assert archived(THREAD) == expected and remaining_keys(stack_redis)
+
+    monkeypatch.undo()
+    report = archive()
+    assert (report.archived, report.messages) == (1, 0)
+    assert archived(THREAD) == expected
+    assert remaining_keys(stack_redis) == []
+
+
+def test_a_conversation_written_to_during_the_run_stays_for_the_next(stack_redis, monkeypatch):
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, THREAD, ["hola"], tools=True)
+    from conversations import storage
+
+    real_write = storage.write_conversations
+    bot = {}
+
+    def bot_answers_meanwhile(conversations, now):
+        result = real_write(conversations, now)
+        bot["expected"] = lgwriter.write_conversation(url, THREAD, ["¿y el reembolso?"], tools=True)
+        return result
+
+    monkeypatch.setattr(storage, "write_conversations", bot_answers_meanwhile)
+    first = archive()
+    assert (first.archived, first.deferred) == (0, 1)
+    assert stack_redis.exists(f"checkpoint_latest:{THREAD}:__empty__")
+
+    monkeypatch.undo()
+    second = archive()
+    assert second.archived == 1 and second.messages == 4
+    assert archived(THREAD) == bot["expected"]
+    assert remaining_keys(stack_redis) == []
+
+
+def test_pending_writes_in_unsafe_encodings_are_quarantined_not_read(stack_redis, tmp_path):
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, "good", ["hola"])
+    lgwriter.write_conversation(url, THREAD, ["hola"], pending=True)
+    zset = f"write_keys_zset:{THREAD}:__empty__:" + stack_redis.get(f"checkpoint_latest:{THREAD}:__empty__").decode().rsplit(":", 1)[1]
+    marker = tmp_path / "pwned"
+    for key in stack_redis.zrange(zset, 0, -1):
+        if json.loads(stack_redis.execute_command("JSON.GET", key, "$.channel"))[0] == "messages":
+            # A pickle that would create the marker file if anything unpickled it.
+            payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+            stack_redis.execute_command("JSON.SET", key, "$.type", '"pickle"')
+            stack_redis.execute_command("JSON.SET", key, "$.blob", json.dumps(base64.b64encode(payload).decode()))
+
+    report = archive()
+
+    assert report.archived == 1 and report.quarantined == 1 and report.errors == 1
+    assert "'pickle'" in QuarantinedCheckpoint.objects.get().error
+    assert not marker.exists()
+    assert stack_redis.exists(f"checkpoint_latest:{THREAD}:__empty__")  # kept until it expires
+    assert ConversationHistory.objects.filter(conversation_id="good").exists()
+    assert not ConversationHistory.objects.filter(conversation_id=THREAD).exists()
+
+
+def test_an_lc_envelope_naming_os_system_is_quarantined_and_never_run(stack_redis, tmp_path):
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, THREAD, ["hola"])
+    key = stack_redis.get(f"checkpoint_latest:{THREAD}:__empty__")
+    marker = tmp_path / "pwned"
+    evil = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {"command": f"touch {marker}"}}
+    stack_redis.execute_command("JSON.SET", key, "$.checkpoint.channel_values.messages[0]", json.dumps(evil))
+
+    report = archive()
+
+    assert report.quarantined == 1 and report.errors == 1 and not marker.exists()
+    quarantined = QuarantinedCheckpoint.objects.get()
+    assert quarantined.key == key.decode() and "os.system" in quarantined.error
+    assert json.loads(bytes(quarantined.raw_value))["checkpoint"]["channel_values"]["messages"][0] == evil
+
+
+def test_dry_run_reads_real_checkpoints_and_changes_nothing(stack_redis):
+    expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola"], tools=True, subgraph=True)
+    keys = remaining_keys(stack_redis)
+    report = archive(dry_run=True)
+    assert (report.found, report.messages) == (1, len(expected))
+    assert remaining_keys(stack_redis) == keys and not ConversationHistory.objects.exists()
+
+
+def test_keys_of_other_threads_survive_a_threads_deletion(stack_redis):
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, "a:b", ["hola"], subgraph=True)
+    lgwriter.write_conversation(url, "a:b:c", ["hola"], subgraph=True)  # a prefix-sharing neighbour
+    stack_redis.set("unrelated", "1")
+    stack_redis.persist(b"checkpoint_latest:a:b:c:__empty__")
+
+    report = archive(now=timezone.now(), ttl_buffer_minutes=0.0001, cutoff_hours=1000)  # neither is due
+    assert report.archived == 0
+
+    layout_keys_before = {k for k in remaining_keys(stack_redis) if b"a:b:c:" in k}
+    from conversations.archiving import Options
+    from conversations.checkpoints.saver import SaverLayout
+
+    # Archive only a:b by making it due through its TTL.
+    for key in stack_redis.scan_iter(match="*a:b:__empty__*"):
+        stack_redis.expire(key, 60)
+    report = archive(now=timezone.now())
+    assert report.archived == 1
+    assert ConversationHistory.objects.filter(conversation_id="a:b").exists()
+    assert {k for k in remaining_keys(stack_redis) if b"a:b:c:" in k} == layout_keys_before
+    assert stack_redis.get("unrelated") == b"1"

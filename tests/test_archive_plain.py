@@ -1,0 +1,260 @@
+"""The plain-string layout of the operations guide, end to end against real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from conversations.archiving import options, run_archive
+from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+from tests.factories import hours_ago, lc, plain_value, simple
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "langgraph:checkpoint:wa-msg-abc123:1698765432"
+
+
+def archive(**kwargs):
+    return run_archive(options(**kwargs))
+
+
+def test_archives_an_expired_conversation_and_removes_its_key(plain_redis):
+    plain_redis.set(
+        KEY,
+        plain_value(
+            [lc("human", "¿Dónde está mi pedido? 🙏", "h1"), lc("ai", "Está en camino.\n\"Llega\" mañana 明天", "a1")],
+            ts=hours_ago(23.5),
+            conversation_id="wa-msg-abc123",
+            customer_id="cust-42",
+            summary="Pedido en camino",
+        ),
+        ex=3600,
+    )
+
+    report = archive()
+
+    assert (report.archived, report.messages, report.errors) == (1, 2, 0)
+    rows = list(ConversationHistory.objects.filter(conversation_id="wa-msg-abc123").order_by("position"))
+    assert [(r.position, r.role, r.content, r.message_id, r.customer_id) for r in rows] == [
+        (0, "human", "¿Dónde está mi pedido? 🙏", "h1", "cust-42"),
+        (1, "ai", "Está en camino.\n\"Llega\" mañana 明天", "a1", "cust-42"),
+    ]
+    assert rows[0].thread_id == "wa-msg-abc123" and rows[0].checkpoint_ns == "1698765432" and rows[0].source == "plain"
+    assert not plain_redis.exists(KEY)
+    conversation = ArchivedConversation.objects.get(conversation_id="wa-msg-abc123")
+    assert (conversation.summary, conversation.customer_id, conversation.message_count) == ("Pedido en camino", "cust-42", 2)
+
+
+def test_the_guides_sql_works_as_written(plain_redis):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(30), conversation_id="wa-msg-abc123"))
+    archive()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM conversation_history WHERE conversation_id='wa-msg-abc123'")
+        assert len(cursor.fetchall()) == 1
+        cursor.execute("SELECT COUNT(*) FROM conversation_history")
+        assert cursor.fetchone()[0] == 1
+        cursor.execute("DELETE FROM conversation_history WHERE timestamp < NOW() - INTERVAL '6 months'")
+        assert cursor.rowcount == 0
+
+
+@pytest.mark.parametrize(
+    "age_hours, ttl_seconds, archived",
+    [
+        (22.99, None, False),  # just younger than the cutoff, no expiry
+        (23.01, None, True),  # just past the cutoff
+        (1, 3601, False),  # young, a second more than the buffer left
+        (1, 3599, True),  # young, but about to expire
+    ],
+)
+def test_cutoff_and_ttl_buffer_boundaries(plain_redis, age_hours, ttl_seconds, archived):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(age_hours)), ex=ttl_seconds)
+
+    report = archive()
+
+    assert report.archived == int(archived)
+    assert ConversationHistory.objects.exists() is archived
+    assert bool(plain_redis.exists(KEY)) is not archived
+
+
+def test_simple_dict_messages_map_roles_and_keep_their_own_timestamps(plain_redis):
+    plain_redis.set(
+        KEY,
+        plain_value(
+            [
+                simple("user", "Hola", "2026-11-27T10:00:00+01:00"),
+                simple("assistant", "¿En qué puedo ayudarte?", "2026-11-27T10:00:05+01:00"),
+                simple("system", "nota"),
+            ],
+            ts=hours_ago(25),
+        ),
+    )
+    archive()
+    rows = list(ConversationHistory.objects.order_by("position"))
+    assert [r.role for r in rows] == ["human", "ai", "system"]
+    assert rows[0].timestamp.isoformat() == "2026-11-27T09:00:00+00:00"
+    assert rows[1].timestamp.isoformat() == "2026-11-27T09:00:05+00:00"
+    # No time of its own: the checkpoint's, which is later, so time does not go backwards.
+    assert rows[2].timestamp >= rows[1].timestamp
+
+
+def test_missing_customer_is_archived_with_null(plain_redis):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24)))
+    archive()
+    assert ConversationHistory.objects.get().customer_id is None
+
+
+def test_content_blocks_keep_every_text_and_the_structure(plain_redis):
+    blocks = [{"type": "text", "text": "Primera parte. "}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "Segunda 😀"}]
+    plain_redis.set(KEY, plain_value([lc("ai", blocks, "a1")], ts=hours_ago(24)))
+    archive()
+    row = ConversationHistory.objects.get()
+    assert row.content == "Primera parte. Segunda 😀"
+    assert row.content_blocks == blocks
+
+
+def test_tool_calls_and_tool_results_are_kept(plain_redis):
+    call = {"name": "lookup_order", "args": {"order_id": "ORD-3"}, "id": "call_3", "type": "tool_call"}
+    plain_redis.set(
+        KEY,
+        plain_value(
+            [
+                lc("ai", "", "a1", tool_calls=[call], response_metadata={"finish_reason": "tool_calls"}),
+                lc("tool", '{"status": "enviado"}', "t1", name="lookup_order", tool_call_id="call_3", status="success"),
+            ],
+            ts=hours_ago(24),
+        ),
+    )
+    archive()
+    ai, tool = ConversationHistory.objects.order_by("position")
+    assert ai.tool_calls == [call] and ai.metadata["response_metadata"] == {"finish_reason": "tool_calls"}
+    assert (tool.name, tool.tool_call_id, tool.metadata["status"]) == ("lookup_order", "call_3", "success")
+
+
+def test_rerun_after_crash_between_commit_and_delete_adds_nothing(plain_redis, monkeypatch):
+    value = plain_value([simple("user", "sin id"), simple("user", "sin id"), lc("ai", "ok", "a1")], ts=hours_ago(24))
+    plain_redis.set(KEY, value)
+    from conversations.checkpoints.plain import PlainLayout
+
+    def crash(self, client, conversation):
+        raise KeyboardInterrupt("killed after commit")
+
+    monkeypatch.setattr(PlainLayout, "delete", crash)
+    with pytest.raises(KeyboardInterrupt):
+        archive()
+    assert ConversationHistory.objects.count() == 3
+    assert plain_redis.get(KEY).decode() == value
+
+    monkeypatch.undo()
+    report = archive()
+    assert (report.archived, report.messages) == (1, 0)
+    assert ConversationHistory.objects.count() == 3
+    assert not plain_redis.exists(KEY)
+
+
+def test_written_to_during_the_run_stays_and_next_run_adds_only_new_messages(plain_redis, monkeypatch):
+    first = [lc("human", "hola", "h1"), lc("ai", "buenas", "a1")]
+    plain_redis.set(KEY, plain_value(first, ts=hours_ago(24)))
+    from conversations import storage
+
+    real_write = storage.write_conversations
+
+    def bot_writes_meanwhile(conversations, now):
+        result = real_write(conversations, now)
+        plain_redis.set(KEY, plain_value(first + [lc("human", "¿sigues ahí?", "h2")], ts=hours_ago(0.01)))
+        return result
+
+    monkeypatch.setattr(storage, "write_conversations", bot_writes_meanwhile)
+    report = archive()
+    assert (report.archived, report.deferred, report.messages) == (0, 1, 2)
+    assert plain_redis.exists(KEY)
+
+    monkeypatch.undo()
+    report = archive(now=hours_ago(-24))
+    assert (report.archived, report.messages) == (1, 1)
+    assert [r.content for r in ConversationHistory.objects.order_by("position")] == ["hola", "buenas", "¿sigues ahí?"]
+
+
+def test_same_thread_starting_over_after_archival_is_appended(plain_redis):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24), conversation_id="c1"))
+    archive()
+    plain_redis.set(KEY, plain_value([lc("human", "hola otra vez", "h9")], ts=hours_ago(24), conversation_id="c1"))
+    archive()
+    assert [(r.position, r.content) for r in ConversationHistory.objects.order_by("position")] == [
+        (0, "hola"),
+        (1, "hola otra vez"),
+    ]
+    assert ArchivedConversation.objects.get().message_count == 2
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (b"{not json", "not JSON"),
+        (b"\x80\x04\x95pickle\x94.", "not JSON"),
+        (json.dumps({"v": 4, "ts": "2026-01-01T00:00:00+00:00", "channel_values": {"messages": "hola"}}).encode(), "not a list"),
+        (json.dumps({"v": 4, "ts": "2026-01-01T00:00:00+00:00", "channel_values": {}}).encode(), "no 'messages'"),
+        (
+            json.dumps(
+                {"v": 4, "ts": "2026-01-01T00:00:00+00:00", "channel_values": {"messages": [
+                    {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {"command": "touch /tmp/pwned"}}
+                ]}}
+            ).encode(),
+            "not a LangChain message",
+        ),
+        (
+            json.dumps({"v": 4, "ts": "2026-01-01T00:00:00+00:00", "channel_values": {"messages": [{"role": "user", "content": "a\u0000b"}]}}).encode(),
+            "NUL",
+        ),
+    ],
+)
+def test_malformed_values_are_quarantined_and_the_run_goes_on(plain_redis, value, error):
+    bad_key = "langgraph:checkpoint:bad:1"
+    plain_redis.set(bad_key, value)
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24)))
+
+    report = archive(now=hours_ago(-24 * 400))
+
+    assert report.archived == 1 and report.quarantined == 1 and report.errors == 1
+    quarantined = QuarantinedCheckpoint.objects.get()
+    assert quarantined.key == bad_key and error in quarantined.error
+    assert bytes(quarantined.raw_value) == value
+    assert plain_redis.get(bad_key) == value  # kept in Redis too; it expires on its own
+
+    again = archive(now=hours_ago(-24 * 400))
+    assert again.errors == 0 and QuarantinedCheckpoint.objects.count() == 1
+
+
+def test_a_non_string_key_is_quarantined_with_its_dump(plain_redis):
+    plain_redis.hset("langgraph:checkpoint:hash:1", mapping={"a": "b"})
+    report = archive()
+    assert report.quarantined == 1
+    quarantined = QuarantinedCheckpoint.objects.get()
+    assert quarantined.redis_type == "hash" and bytes(quarantined.raw_value) == plain_redis.dump("langgraph:checkpoint:hash:1")
+
+
+def test_dry_run_writes_and_deletes_nothing(plain_redis, tmp_path, settings):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24)))
+    report = archive(dry_run=True)
+    assert report.found == 1 and report.messages == 1
+    assert not ConversationHistory.objects.exists() and not ArchiveRun.objects.exists()
+    assert plain_redis.exists(KEY)
+    assert not (tmp_path / "archiver_health.json").exists()
+
+
+def test_keys_that_are_not_checkpoints_are_left_alone(plain_redis):
+    plain_redis.set("session:abc", "x")
+    plain_redis.set("langgraph:other", "y")
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24)))
+    archive()
+    assert plain_redis.get("session:abc") == b"x" and plain_redis.get("langgraph:other") == b"y"
+
+
+def test_small_batches_archive_everything(plain_redis):
+    for i in range(25):
+        plain_redis.set(f"langgraph:checkpoint:c{i}:1", plain_value([lc("human", f"m{i}", f"h{i}")], ts=hours_ago(24)))
+    report = archive(batch_size=4)
+    assert report.archived == 25 and ConversationHistory.objects.count() == 25
+    assert not plain_redis.keys("langgraph:checkpoint:*")
