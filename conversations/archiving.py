@@ -312,6 +312,10 @@ def run_lock(client: redis.Redis, skip: bool = False) -> Iterator[Callable[[], N
 
 def _record_start(report: RunReport) -> ArchiveRun | None:
     try:
+        # We hold the lock, so a run still marked running was killed before it could finish.
+        ArchiveRun.objects.filter(status=ArchiveRun.Status.RUNNING).update(
+            status=ArchiveRun.Status.UNHEALTHY, error_messages="The run ended without finishing (killed or crashed)."
+        )
         return ArchiveRun.objects.create(started_at=report.started_at)
     except ProgrammingError as exc:
         raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -76,9 +77,15 @@ def with_retry(action: Callable[[], T], what: str) -> T:
         wait=wait_fixed(conf.get("RETRY_DELAY_SECONDS")),
         retry=retry_if_exception_type(RETRYABLE),
         before_sleep=before_sleep,
+        sleep=lambda seconds: pause(seconds),
         reraise=True,
     )
     return retrying(action)
+
+
+def pause(seconds: float) -> None:
+    """The wait between attempts (a seam for tests)."""
+    time.sleep(seconds)
 
 
 def write_conversations(conversations: list[Conversation], now: datetime) -> dict[str, int]:

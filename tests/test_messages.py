@@ -1,0 +1,109 @@
+"""Reading messages from stored state: pure functions, no servers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conversations.checkpoints.base import entry_times, escape_tag
+from conversations.checkpoints.messages import (
+    Message,
+    State,
+    check_storable,
+    merge_messages,
+    message_keys,
+    parse_message,
+    parse_time,
+)
+from conversations.exceptions import MalformedCheckpoint
+from tests.factories import lc
+
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+FIELDS = {"messages": "messages", "conversation_id": "conversation_id", "customer_id": "customer_id", "summary": "conversation_summary"}
+
+
+def msg(id=None, content="x", own=None) -> Message:
+    return Message("human", content, None, id, None, None, None, {}, own)
+
+
+def test_message_to_dict_form_and_chat_roles_are_read():
+    assert parse_message({"type": "human", "data": {"content": "hola", "id": "1"}}, 0).role == "human"
+    chat = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "ChatMessage"], "kwargs": {"content": "x", "role": "assistant"}}
+    assert parse_message(chat, 0).role == "ai"
+
+
+def test_everything_else_a_message_carries_is_kept_in_metadata():
+    m = parse_message(lc("ai", "ok", "a1", usage_metadata={"input_tokens": 3}, invalid_tool_calls=[], additional_kwargs={"k": "v"}), 0)
+    assert m.metadata == {"usage_metadata": {"input_tokens": 3}, "invalid_tool_calls": [], "additional_kwargs": {"k": "v"}}
+
+
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        ("hola", "not an object"),
+        ({"lc": 1, "type": "secret", "id": ["OPENAI_API_KEY"]}, "unreadable kind"),
+        ({"lc": 1, "type": "constructor", "id": ["subprocess", "check_call"], "kwargs": {}}, "not a LangChain message"),
+        ({"lc": 1, "type": "constructor", "id": ["evil", "schema", "messages", "AIMessage"], "kwargs": {"content": ""}}, "not a LangChain message"),
+        (lc("human", {"text": "dict content"}), "content of type dict"),
+        (lc("human", "x", id=7), "'id' of type int"),
+        ({"role": 1, "content": "x"}, "role of type int"),
+        ({"role": "user", "content": "x", "timestamp": "yesterday"}, "unreadable timestamp"),
+        ({"foo": "bar"}, "neither"),
+    ],
+)
+def test_unreadable_messages_are_refused_with_a_reason(raw, error):
+    with pytest.raises(MalformedCheckpoint, match=error):
+        parse_message(raw, 0)
+
+
+def test_naive_and_epoch_times():
+    assert parse_time("2026-11-28T10:00:00").utcoffset() == timedelta(hours=1)  # read in Europe/Madrid
+    assert parse_time(1795928661074.514) == parse_time(1795928661.074514)
+    with pytest.raises(ValueError):
+        parse_time(True)
+
+
+def test_keys_use_ids_and_otherwise_tell_identical_messages_apart_stably():
+    messages = [msg("a"), msg(None, "hola"), msg(None, "hola"), msg(None, "adiós")]
+    keys = message_keys(messages, "plain:k")
+    assert keys[0] == "id:a" and len(set(keys)) == 4
+    assert message_keys(messages + [msg(None, "hola")], "plain:k")[:4] == keys  # appending keeps earlier keys
+    assert message_keys(messages, "plain:other")[1] != keys[1]
+
+
+def test_pending_writes_merge_like_add_messages():
+    merged = merge_messages([msg("a", "1"), msg("b", "2")], [msg("b", "2 edited"), msg("c", "3"), msg(None, "4")])
+    assert [(m.message_id, m.content) for m in merged] == [("a", "1"), ("b", "2 edited"), ("c", "3"), (None, "4")]
+
+
+def test_entry_times_take_the_earliest_checkpoint_that_held_each_message():
+    messages = [msg("h1"), msg("a1"), msg("h2"), msg("a2"), msg("pending")]
+    chain = [(T0 + timedelta(minutes=3), 4, "a2"), (T0 + timedelta(minutes=2), 3, "h2"), (T0 + timedelta(minutes=1), 2, "a1"), (T0, 1, "h1")]
+    times = entry_times(messages, T0 + timedelta(minutes=3), chain)
+    assert [int((t - T0).total_seconds() // 60) for t in times] == [0, 1, 2, 3, 3]
+
+
+def test_entry_times_stop_at_a_checkpoint_that_does_not_fit_and_never_go_backwards():
+    messages = [msg("s1"), msg("h9", own=T0 - timedelta(days=1)), msg("a9")]
+    # The older checkpoint held other messages (the bot trimmed them): it says nothing here.
+    chain = [(T0 + timedelta(minutes=5), 3, "a9"), (T0, 7, "old")]
+    times = entry_times(messages, T0 + timedelta(minutes=5), chain)
+    assert times == [T0 + timedelta(minutes=5)] * 3
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800"])
+def test_text_postgresql_cannot_store_is_refused(bad):
+    state = State([msg("a", bad)], None, None, None)
+    with pytest.raises(MalformedCheckpoint):
+        check_storable(state, state.messages)
+
+
+def test_a_literal_backslash_u0000_is_ordinary_text():
+    state = State([msg("a", "type \\u0000 here")], None, None, {"k": ["\\u0000"]} and None)
+    check_storable(state, state.messages)
+
+
+def test_tag_values_are_escaped_for_redisearch():
+    assert escape_tag("wa:346-00 1.2") == "wa\\:346\\-00\\ 1\\.2"
+    assert escape_tag("café_明") == "café_明"
