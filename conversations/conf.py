@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     # renewed it (every batch), so a killed run blocks the next one only briefly.
     "LOCK_KEY": "conversation-archiver:lock",
     "LOCK_TIMEOUT_SECONDS": 300,
+    # purge_history keeps this many calendar months.
+    "RETENTION_MONTHS": 6,
 }
 
 KNOWN_LAYOUTS = ("redis", "shallow", "plain")

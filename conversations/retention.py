@@ -1,0 +1,336 @@
+"""Retention and erasure: what leaves the archive, and how.
+
+Safety design:
+- The cutoff is computed once (N calendar months before now, on Europe/Madrid's calendar)
+  and the same value is used for counting, exporting and deleting.
+- Deletes go in bounded batches, each its own short transaction, so a purge of millions of
+  rows never holds long locks, and can be stopped and simply run again.
+- With an export, every row is written to the file, the file is read back and counted, and
+  only then are rows deleted: exactly the ids read back from the file, and only while they
+  are still older than the cutoff. If the export fails, nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from conversations import conf
+from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+
+logger = logging.getLogger(__name__)
+
+DELETE_BATCH = 5000
+EXPORT_CHUNK = 5000
+EXPORT_FIELDS = [f.attname for f in ConversationHistory._meta.concrete_fields]
+
+
+class RetentionError(Exception):
+    """Retention cannot go ahead; the message says what to fix. Nothing was deleted."""
+
+
+def months_before(moment: datetime, months: int) -> datetime:
+    """The same wall-clock time `months` calendar months earlier in the project's time zone
+    (the day clamped to the month's length: 31 August - 6 months = 28 or 29 February)."""
+    local = timezone.localtime(moment)
+    index = local.year * 12 + (local.month - 1) - months
+    year, month = divmod(index, 12)
+    month += 1
+    next_month = datetime(year + (month == 12), month % 12 + 1, 1)
+    last_day = (next_month - datetime(year, month, 1)).days
+    naive = local.replace(tzinfo=None).replace(year=year, month=month, day=min(local.day, last_day))
+    # A wall time the DST change skipped (02:30 on the last Sunday of March) is read with the
+    # offset before the change; converting to UTC makes it an ordinary instant (PEP 495 makes
+    # gap times compare unequal to everything).
+    return timezone.make_aware(naive, timezone.get_current_timezone()).astimezone(dt_timezone.utc)
+
+
+@dataclass
+class PurgeReport:
+    cutoff: datetime
+    dry_run: bool = False
+    messages: int = 0
+    conversations: int = 0
+    oldest: datetime | None = None
+    newest: datetime | None = None
+    quarantined: int = 0
+    conversation_records: int = 0
+    runs: int = 0
+    exported_to: Path | None = None
+
+    def summary(self) -> str:
+        verb = "Would delete" if self.dry_run else "Deleted"
+        text = (
+            f"{verb} {self.messages} messages of {self.conversations} conversations older than "
+            f"{timezone.localtime(self.cutoff).isoformat(timespec='seconds')}"
+        )
+        if self.messages:
+            text += (
+                f" (from {timezone.localtime(self.oldest).isoformat(timespec='seconds')}"
+                f" to {timezone.localtime(self.newest).isoformat(timespec='seconds')})"
+            )
+        text += (
+            f", {self.conversation_records} conversation records, {self.quarantined} quarantined checkpoints "
+            f"and {self.runs} run records"
+        )
+        if self.exported_to:
+            text += f"; exported to {self.exported_to}"
+        return text + "."
+
+
+def purge(
+    months: int,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    export: Path | None = None,
+    batch_size: int = DELETE_BATCH,
+    progress: Callable[[str], None] | None = None,
+) -> PurgeReport:
+    if months < 1:
+        raise RetentionError(f"--months must be a whole number of at least 1, not {months}.")
+    cutoff = months_before(now or timezone.now(), months)
+    report = PurgeReport(cutoff=cutoff, dry_run=dry_run)
+    old = ConversationHistory.objects.filter(timestamp__lt=cutoff)
+    stats = old.aggregate(n=Count("id"), conversations=Count("conversation_id", distinct=True), oldest=Min("timestamp"), newest=Max("timestamp"))
+    report.messages, report.conversations = stats["n"], stats["conversations"]
+    report.oldest, report.newest = stats["oldest"], stats["newest"]
+    if export is not None:
+        _check_writable(export)
+    if dry_run:
+        report.conversation_records = ArchivedConversation.objects.filter(last_message_at__lt=cutoff).count()
+        report.quarantined = QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff).count()
+        report.runs = ArchiveRun.objects.filter(started_at__lt=cutoff).count()
+        return report
+
+    if export is not None:
+        exported = export_rows(cutoff, export)
+        report.exported_to = export
+        report.messages = _delete_exported(export, cutoff, batch_size, progress)
+        if report.messages != exported:
+            logger.warning("%d exported rows were no longer there to delete", exported - report.messages)
+    else:
+        report.messages = _delete_in_batches(
+            ConversationHistory.objects.filter(timestamp__lt=cutoff), batch_size, progress, "messages"
+        )
+    report.conversation_records = _refresh_conversation_records(cutoff)
+    report.quarantined = _delete_in_batches(
+        QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff), batch_size, progress, "quarantined checkpoints"
+    )
+    report.runs = _delete_in_batches(ArchiveRun.objects.filter(started_at__lt=cutoff), batch_size, progress, "run records")
+    logger.info("%s", report.summary())
+    return report
+
+
+def _delete_in_batches(queryset: Any, batch_size: int, progress: Callable[[str], None] | None, what: str) -> int:
+    """Delete what the queryset selects, `batch_size` rows per transaction, until none is left."""
+    total = 0
+    model = queryset.model
+    while True:
+        with transaction.atomic():
+            ids = list(queryset.values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                return total
+            deleted, _ = model.objects.filter(pk__in=ids).delete()
+        total += deleted
+        if progress:
+            progress(f"deleted {total} {what}")
+
+
+def _refresh_conversation_records(cutoff: datetime) -> int:
+    """Drop the records of conversations with no message left; recount the partly purged ones."""
+    gone = ArchivedConversation.objects.filter(last_message_at__lt=cutoff)
+    deleted = _delete_in_batches(gone, DELETE_BATCH, None, "conversation records")
+    partial = ArchivedConversation.objects.filter(first_message_at__lt=cutoff).values_list("conversation_id", flat=True)
+    for conversation_id in partial.iterator():
+        rows = ConversationHistory.objects.filter(conversation_id=conversation_id)
+        facts = rows.aggregate(n=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
+        if facts["n"]:
+            ArchivedConversation.objects.filter(conversation_id=conversation_id).update(
+                message_count=facts["n"], first_message_at=facts["first"], last_message_at=facts["last"]
+            )
+        else:
+            deleted += ArchivedConversation.objects.filter(conversation_id=conversation_id).delete()[0]
+    return deleted
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def _check_writable(path: Path) -> None:
+    if path.exists():
+        raise RetentionError(f"--export {path}: the file exists already; choose a new name so nothing is overwritten.")
+    if not path.parent.is_dir():
+        raise RetentionError(f"--export {path}: the folder {path.parent} does not exist.")
+    if not os.access(path.parent, os.W_OK):
+        raise RetentionError(f"--export {path}: the folder {path.parent} is not writable.")
+
+
+def _open(path: Path, mode: str, gz: bool) -> IO[str]:
+    if gz:
+        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
+    return open(path, mode, encoding="utf-8")
+
+
+def export_rows(cutoff: datetime, path: Path) -> int:
+    """Write every row older than the cutoff as JSON Lines, then read the file back and count it.
+    The file appears under its name only when it is complete and checked."""
+    gz = path.name.endswith(".gz")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        written = 0
+        with _open(tmp, "w", gz) as out:
+            for row in _rows_older_than(cutoff):
+                out.write(json.dumps(row, cls=DjangoJSONEncoder, ensure_ascii=False))
+                out.write("\n")
+                written += 1
+            out.flush()
+        read_back = sum(1 for _ in _exported_ids(tmp, gz))
+        if read_back != written:
+            raise RetentionError(f"--export {path}: wrote {written} rows but read back {read_back}; nothing was deleted.")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RetentionError(f"--export {path}: {exc.strerror or exc}; nothing was deleted.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("Exported %d messages to %s", written, path)
+    return written
+
+
+def _rows_older_than(cutoff: datetime) -> Iterator[dict[str, Any]]:
+    """Rows by keyset on the primary key, a chunk per query (never OFFSET)."""
+    last = 0
+    while True:
+        chunk = list(
+            ConversationHistory.objects.filter(timestamp__lt=cutoff, pk__gt=last).order_by("pk").values(*EXPORT_FIELDS)[:EXPORT_CHUNK]
+        )
+        if not chunk:
+            return
+        yield from chunk
+        last = chunk[-1]["id"]
+
+
+def _exported_ids(path: Path, gz: bool) -> Iterator[int]:
+    with _open(path, "r", gz) as handle:
+        for line in handle:
+            yield int(json.loads(line)["id"])
+
+
+def _delete_exported(path: Path, cutoff: datetime, batch_size: int, progress: Callable[[str], None] | None) -> int:
+    total = 0
+    batch: list[int] = []
+    for row_id in _exported_ids(path, path.name.endswith(".gz")):
+        batch.append(row_id)
+        if len(batch) >= batch_size:
+            total += _delete_ids(batch, cutoff)
+            batch = []
+            if progress:
+                progress(f"deleted {total} messages")
+    if batch:
+        total += _delete_ids(batch, cutoff)
+    return total
+
+
+def _delete_ids(ids: list[int], cutoff: datetime) -> int:
+    with transaction.atomic():
+        return ConversationHistory.objects.filter(pk__in=ids, timestamp__lt=cutoff).delete()[0]
+
+
+# --- erasure ------------------------------------------------------------------------------
+
+
+@dataclass
+class ErasureReport:
+    customer_id: str
+    dry_run: bool = False
+    messages: int = 0
+    conversations: list[str] = field(default_factory=list)
+    live_conversations: list[str] = field(default_factory=list)
+    live_changed: list[str] = field(default_factory=list)
+    quarantined: int = 0
+
+    def summary(self) -> str:
+        verb = "Would erase" if self.dry_run else "Erased"
+        text = (
+            f"{verb} customer {self.customer_id!r}: {self.messages} archived messages in "
+            f"{len(self.conversations)} conversations, {len(self.live_conversations)} live conversations in Redis, "
+            f"{self.quarantined} quarantined checkpoints"
+        )
+        if self.live_changed:
+            text += f"; {len(self.live_changed)} live conversations changed while being erased: run again"
+        return text + "."
+
+
+def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any = None) -> ErasureReport:
+    """Remove every archived message of a customer (whole conversations, including their
+    messages from before the customer was identified), their conversations still in Redis,
+    and quarantined values that name them."""
+    from conversations.checkpoints import enabled_layouts
+    from conversations.checkpoints.client import connect, redis_errors
+
+    customer_id = customer_id.strip()
+    if not customer_id:
+        raise RetentionError("The customer id is empty; give the exact customer_id to erase.")
+    report = ErasureReport(customer_id=customer_id, dry_run=dry_run)
+
+    conversation_ids = set(
+        ConversationHistory.objects.filter(customer_id=customer_id).values_list("conversation_id", flat=True).distinct()
+    ) | set(ArchivedConversation.objects.filter(customer_id=customer_id).values_list("conversation_id", flat=True))
+    report.conversations = sorted(conversation_ids)
+    rows = ConversationHistory.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids))
+    quoted = json.dumps(customer_id, ensure_ascii=False).encode()
+    quarantined = QuarantinedCheckpoint.objects.filter(
+        pk__in=RawSQL("SELECT id FROM quarantined_checkpoint WHERE position(%s::bytea in raw_value) > 0", [quoted])
+    )
+
+    client = redis_client or connect()
+    with redis_errors():
+        live = _live_conversations_of(client, customer_id, enabled_layouts())
+    report.live_conversations = sorted({c.conversation_id for _, c in live})
+
+    if dry_run:
+        report.messages = rows.count()
+        report.quarantined = quarantined.count() if connection.vendor == "postgresql" else 0
+        return report
+
+    with redis_errors():
+        for layout, conversation in live:
+            if not layout.delete(client, conversation):
+                report.live_changed.append(conversation.conversation_id)
+    report.messages = _delete_in_batches(rows, DELETE_BATCH, None, "messages")
+    ArchivedConversation.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids)).delete()
+    if connection.vendor == "postgresql":
+        report.quarantined = _delete_in_batches(quarantined, DELETE_BATCH, None, "quarantined checkpoints")
+    logger.info("%s", report.summary())
+    return report
+
+
+def _live_conversations_of(client: Any, customer_id: str, layouts: list[Any]) -> list[tuple[Any, Any]]:
+    """Every conversation in Redis whose state names the customer, whatever its age."""
+    from conversations.archiving import scan_batches
+
+    found = []
+    for layout in layouts:
+        for keys in scan_batches(client, layout, conf.get("BATCH_SIZE")):
+            candidates, _ = layout.probe(client, keys)
+            conversations, _ = layout.load(client, candidates) if candidates else ([], [])
+            found += [(layout, c) for c in conversations if c.state.customer_id == customer_id]
+    return found
