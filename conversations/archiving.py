@@ -204,15 +204,16 @@ def archive_batch(
     written = _write(client, layout, conversations, opts, report)
     archived = deferred = 0
     with redis_errors():
-        for conversation in written:
-            if layout.delete(client, conversation):
-                archived += 1
-            else:
-                deferred += 1
-                logger.info(
-                    "Conversation %s changed while it was archived; its keys stay for the next run",
-                    conversation.conversation_id,
-                )
+        removed = layout.delete_many(client, written) if written else []
+    for conversation, gone in zip(written, removed):
+        if gone:
+            archived += 1
+        else:
+            deferred += 1
+            logger.info(
+                "Conversation %s changed while it was archived; its keys stay for the next run",
+                conversation.conversation_id,
+            )
     report.archived += archived
     report.deferred += deferred
     logger.info(

@@ -313,7 +313,7 @@ def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any
 
     with redis_errors():
         for layout, conversation in live:
-            if not layout.delete(client, conversation):
+            if not layout.delete_many(client, [conversation])[0]:
                 report.live_changed.append(conversation.conversation_id)
     report.messages = _delete_in_batches(rows, DELETE_BATCH, None, "messages")
     ArchivedConversation.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids)).delete()

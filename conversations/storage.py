@@ -12,14 +12,14 @@ that is after the transaction committed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+import orjson
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from conversations import conf
@@ -51,8 +51,9 @@ COLUMNS = [
     "checkpoint_id",
     "archived_at",
 ]
-JSON_COLUMNS = {"content_blocks", "tool_calls", "metadata"}
 STAGING = "conversation_history_staging"
+# A message not yet archived: its conversation, the message, its key, its time, its position.
+NewRow = tuple[Conversation, Any, str, datetime, int]
 # Errors worth another attempt: the connection or the server, not the data.
 RETRYABLE = (OperationalError, InterfaceError)
 
@@ -93,7 +94,7 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
         known = _archived_keys(ids)
-        rows: list[tuple[Any, ...]] = []
+        rows: list[NewRow] = []
         added = dict.fromkeys(ids, 0)
         for conversation in conversations:
             keys, last = known.setdefault(conversation.conversation_id, (set(), -1))
@@ -104,11 +105,11 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
                     continue
                 keys.add(key)
                 last += 1
-                rows.append(_row(conversation, message, key, stamp, last, now))
+                rows.append((conversation, message, key, stamp, last))
                 added[conversation.conversation_id] += 1
             known[conversation.conversation_id] = (keys, last)
         if rows:
-            _insert(rows)
+            _insert(rows, now)
         _refresh_conversations(conversations, now)
     return added
 
@@ -126,59 +127,116 @@ def _archived_keys(conversation_ids: list[str]) -> dict[str, tuple[set[str], int
     return known
 
 
-def _row(conversation: Conversation, message: Any, key: str, stamp: datetime, position: int, now: datetime) -> tuple[Any, ...]:
+def _values(row: NewRow, now: datetime) -> dict[str, Any]:
+    conversation, message, key, stamp, position = row
     candidate = conversation.candidate
-    return (
-        conversation.conversation_id,
-        conversation.state.customer_id,
-        stamp,
-        message.role,
-        message.content,
-        message.content_blocks,
-        message.message_id,
-        position,
-        message.name,
-        message.tool_calls,
-        message.tool_call_id,
-        message.metadata,
-        key,
-        conversation.source,
-        candidate.thread_id,
-        candidate.checkpoint_ns,
-        conversation.checkpoint_id,
-        now,
-    )
+    return {
+        "conversation_id": conversation.conversation_id,
+        "customer_id": conversation.state.customer_id,
+        "timestamp": stamp,
+        "role": message.role,
+        "content": message.content,
+        "content_blocks": message.content_blocks,
+        "message_id": message.message_id,
+        "position": position,
+        "name": message.name,
+        "tool_calls": message.tool_calls,
+        "tool_call_id": message.tool_call_id,
+        "metadata": message.metadata,
+        "message_key": key,
+        "source": conversation.source,
+        "thread_id": candidate.thread_id,
+        "checkpoint_ns": candidate.checkpoint_ns,
+        "checkpoint_id": conversation.checkpoint_id,
+        "archived_at": now,
+    }
 
 
-def _insert(rows: list[tuple[Any, ...]]) -> None:
+def _insert(rows: list[NewRow], now: datetime) -> None:
     if connection.vendor == "postgresql":
-        _copy_insert(rows)
+        _copy_insert(_copy_lines(rows, now))
     else:
         ConversationHistory.objects.bulk_create(
-            [ConversationHistory(**dict(zip(COLUMNS, row))) for row in rows], ignore_conflicts=True, batch_size=500
+            [ConversationHistory(**_values(row, now)) for row in rows], ignore_conflicts=True, batch_size=500
         )
 
 
-def _copy_insert(rows: list[tuple[Any, ...]]) -> None:
-    json_at = [i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS]
+def _copy_insert(lines: list[str]) -> None:
+    """COPY the rows straight into the table; if any of them is already there (only possible
+    when something else wrote since we looked), redo the batch through a staging table and
+    INSERT ... ON CONFLICT DO NOTHING instead."""
     columns = ", ".join(f'"{name}"' for name in COLUMNS)
     with connection.cursor() as cursor:
+        try:
+            with transaction.atomic():
+                _copy(cursor, f"COPY conversation_history ({columns}) FROM STDIN", lines)
+            return
+        except IntegrityError:
+            logger.info("Some rows of this batch are archived already; inserting the rest")
         cursor.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM conversation_history WITH NO DATA"
         )
-        with cursor.copy(f"COPY {STAGING} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                values = list(row)
-                for i in json_at:
-                    if values[i] is not None:
-                        values[i] = json.dumps(values[i], ensure_ascii=False)
-                copy.write_row(values)
+        _copy(cursor, f"COPY {STAGING} ({columns}) FROM STDIN", lines)
         cursor.execute(
             f"INSERT INTO conversation_history ({columns}) SELECT {columns} FROM {STAGING} "
             "ON CONFLICT (conversation_id, message_key) DO NOTHING"
         )
         cursor.execute(f"TRUNCATE {STAGING}")
+
+
+COPY_CHUNK_LINES = 1000
+
+
+def _copy(cursor: Any, statement: str, lines: list[str]) -> None:
+    """Send lines in COPY text format. psycopg's copy() is not behind Django's error
+    translation: wrap it, so that a lost connection is an OperationalError (retried) and a
+    duplicate an IntegrityError."""
+    with connection.wrap_database_errors, cursor.copy(statement) as copy:
+        for start in range(0, len(lines), COPY_CHUNK_LINES):
+            copy.write("".join(lines[start : start + COPY_CHUNK_LINES]))
+
+
+def _copy_lines(rows: list[NewRow], now: datetime) -> list[str]:
+    """The rows in COPY's text format, in COLUMNS order. Formatting is the archiver's hottest
+    loop, so the columns a conversation's rows share are formatted once per conversation."""
+    stamp_now = now.isoformat()
+    shared: dict[int, tuple[str, str]] = {}
+    lines = []
+    for conversation, m, key, stamp, position in rows:
+        head_tail = shared.get(id(conversation))
+        if head_tail is None:
+            c = conversation.candidate
+            head_tail = shared[id(conversation)] = (
+                f"{_text(conversation.conversation_id)}\t{_text(conversation.state.customer_id)}",
+                f"{conversation.source}\t{_text(c.thread_id)}\t{_text(c.checkpoint_ns)}\t{_text(conversation.checkpoint_id)}\t{stamp_now}",
+            )
+        head, tail = head_tail
+        lines.append(
+            f"{head}\t{stamp.isoformat()}\t{_text(m.role)}\t{_text(m.content)}\t{_json(m.content_blocks)}\t"
+            f"{_text(m.message_id)}\t{position}\t{_text(m.name)}\t{_json(m.tool_calls)}\t{_text(m.tool_call_id)}\t"
+            f"{_json(m.metadata)}\t{_text(key)}\t{tail}\n"
+        )
+    return lines
+
+
+def _text(value: str | None) -> str:
+    """A text field of COPY's text format: NULL is \\N; backslash, newline, CR and tab are escaped."""
+    if value is None:
+        return "\\N"
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if "\r" in value:
+        value = value.replace("\r", "\\r")
+    if "\t" in value:
+        value = value.replace("\t", "\\t")
+    return value
+
+
+def _json(value: Any) -> str:
+    return "\\N" if value is None else _text(orjson.dumps(value).decode())
 
 
 def _refresh_conversations(conversations: list[Conversation], now: datetime) -> None:

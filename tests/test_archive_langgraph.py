@@ -128,10 +128,10 @@ def test_rerun_after_a_crash_between_commit_and_delete_adds_nothing(stack_redis,
     expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola", "adiós"], tools=True, pending=True)
     from conversations.checkpoints.saver import SaverLayout
 
-    def killed(self, client, conversation):
+    def killed(self, client, conversations):
         raise SystemExit("killed between commit and delete")
 
-    monkeypatch.setattr(SaverLayout, "delete", killed)
+    monkeypatch.setattr(SaverLayout, "delete_many", killed)
     with pytest.raises(SystemExit):
         archive()
     assert archived(THREAD) == expected and remaining_keys(stack_redis)

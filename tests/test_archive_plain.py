@@ -138,10 +138,10 @@ def test_rerun_after_crash_between_commit_and_delete_adds_nothing(plain_redis, m
     plain_redis.set(KEY, value)
     from conversations.checkpoints.plain import PlainLayout
 
-    def crash(self, client, conversation):
+    def crash(self, client, conversations):
         raise KeyboardInterrupt("killed after commit")
 
-    monkeypatch.setattr(PlainLayout, "delete", crash)
+    monkeypatch.setattr(PlainLayout, "delete_many", crash)
     with pytest.raises(KeyboardInterrupt):
         archive()
     assert ConversationHistory.objects.count() == 3
@@ -258,3 +258,25 @@ def test_small_batches_archive_everything(plain_redis):
     report = archive(batch_size=4)
     assert report.archived == 25 and ConversationHistory.objects.count() == 25
     assert not plain_redis.keys("langgraph:checkpoint:*")
+
+
+def test_rows_the_reader_did_not_see_are_not_duplicated(plain_redis, monkeypatch):
+    """If rows appear between the check for archived keys and the COPY (only another writer
+    could do that), the batch goes in through INSERT ... ON CONFLICT DO NOTHING instead."""
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1")], ts=hours_ago(24)))
+    archive()
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1"), lc("human", "más", "h2")], ts=hours_ago(24)))
+    from conversations import storage
+
+    monkeypatch.setattr(storage, "_archived_keys", lambda ids: {})
+    report = archive()
+    assert report.errors == 0 and report.archived == 1
+    assert sorted(ConversationHistory.objects.values_list("message_id", flat=True)) == ["a1", "h1", "h2"]
+
+
+def test_copy_keeps_tabs_backslashes_and_newlines_byte_for_byte(plain_redis):
+    text = "a\tb\\c\nd\re \\N \\\\t ñ 😀 明"
+    plain_redis.set(KEY, plain_value([lc("human", text, "h1", additional_kwargs={"x": "tab\there\\"})], ts=hours_ago(24)))
+    archive()
+    row = ConversationHistory.objects.get()
+    assert row.content == text and row.metadata == {"additional_kwargs": {"x": "tab\there\\"}}

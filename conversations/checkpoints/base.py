@@ -9,17 +9,17 @@ never with the number of conversations.
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import redis
 
 from conversations import conf
-from conversations.checkpoints.messages import Message, State, check_storable, merge_messages, parse_json
+from conversations.checkpoints.messages import Message, State, check_storable, may_hold_nul, merge_messages, parse_json
 from conversations.exceptions import MalformedCheckpoint
 
 EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
@@ -99,8 +99,9 @@ class Layout(ABC):
     def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]: ...
 
     @abstractmethod
-    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
-        """Remove the conversation's keys unless it changed since `load`; True when removed."""
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+        """Remove each conversation's keys unless it changed since `load` (True where removed),
+        with one pipeline for the whole batch."""
 
 
 # --- helpers shared by the layouts -------------------------------------------------------
@@ -129,7 +130,7 @@ def json_paths(raw: Any) -> dict[str, list[Any]] | None:
     """The answer of a multi-path JSON.GET: {path: [matches]}; None when the key is missing."""
     if raw is None or isinstance(raw, Exception):
         return None
-    value = json.loads(raw)
+    value = orjson.loads(raw)
     return value if isinstance(value, dict) else None
 
 
@@ -156,7 +157,9 @@ def broken_with_value(client: redis.Redis, key: str, error: str) -> Broken:
     return Broken(key=key, error=error, redis_type=kind, raw_value=value)
 
 
-def pending_messages(write_docs: list[tuple[str, Any]], fields: dict[str, str]) -> tuple[list[Message], dict[str, Any]]:
+def pending_messages(
+    write_docs: list[tuple[str, Any]], fields: dict[str, str]
+) -> tuple[list[Message], dict[str, Any], bool]:
     """Messages and state fields sitting in pending writes, in write order.
 
     Only JSON-typed writes are read; a messages write in any other encoding (msgpack, pickle)
@@ -169,6 +172,7 @@ def pending_messages(write_docs: list[tuple[str, Any]], fields: dict[str, str]) 
 
     messages: list[Message] = []
     state_fields: dict[str, Any] = {}
+    suspicious = False
     wanted = {fields["conversation_id"], fields["customer_id"], fields["summary"]}
     for key, raw in write_docs:
         if raw is None:
@@ -184,24 +188,30 @@ def pending_messages(write_docs: list[tuple[str, Any]], fields: dict[str, str]) 
                 f"pending write {key} to {channel!r} is encoded as {doc.get('type')!r}; only JSON is read"
             )
         try:
-            value = parse_json(b64decode(doc.get("blob") or "", validate=True), f"pending write {key}")
+            blob = b64decode(doc.get("blob") or "", validate=True)
         except (Base64Error, ValueError, TypeError):
             raise MalformedCheckpoint(f"pending write {key} has a blob that is not base64") from None
+        suspicious = suspicious or may_hold_nul(blob)
+        value = parse_json(blob, f"pending write {key}")
         if channel == fields["messages"]:
             items = value if isinstance(value, list) else [value]
             messages.extend(parse_message(item, i) for i, item in enumerate(items))
         else:
             state_fields[channel] = value
-    return messages, state_fields
+    return messages, state_fields, suspicious
 
 
-def apply_pending(state: State, messages: list[Message], state_fields: dict[str, Any], fields: dict[str, str]) -> None:
+def apply_pending(
+    state: State, messages: list[Message], state_fields: dict[str, Any], fields: dict[str, str], check: bool
+) -> None:
+    """Merge pending writes into the state; `check` when any raw JSON may hold a NUL."""
     state.messages = merge_messages(state.messages, messages)
     for attr in ("conversation_id", "customer_id", "summary"):
         value = state_fields.get(fields[attr])
         if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
             setattr(state, attr, str(value))
-    check_storable(state, state.messages)
+    if check:
+        check_storable(state, state.messages)
 
 
 def entry_times(
@@ -240,20 +250,52 @@ def escape_tag(value: str) -> str:
     return _TAG_SPECIAL.sub(r"\\\1", value)
 
 
-def search_keys(client: redis.Redis, index: str, query: str) -> list[str]:
-    """Every key an FT.SEARCH query matches, a page at a time."""
-    keys: list[str] = []
-    offset = 0
-    while True:
-        reply = client.execute_command(
-            "FT.SEARCH", index, query, "NOCONTENT", "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2
-        )
-        if isinstance(reply, dict):  # RESP3
-            total = reply[b"total_results"]
-            page = [decode(r[b"id"]) for r in reply[b"results"]]
-        else:
-            total, page = reply[0], [decode(k) for k in reply[1:]]
-        keys.extend(k for k in page if k is not None)
-        offset += SEARCH_PAGE
-        if len(page) < SEARCH_PAGE or offset >= total:
-            return keys
+Found = list[tuple[str, dict[str, str]]]  # (key, returned fields)
+
+
+def _search_page(reply: Any) -> tuple[int, Found]:
+    found: Found = []
+    if isinstance(reply, dict):  # RESP3
+        for result in reply[b"results"]:
+            fields = result.get(b"extra_attributes") or {}
+            found.append((decode(result[b"id"]) or "", {decode(k) or "": decode(v) or "" for k, v in fields.items()}))
+        return reply[b"total_results"], found
+    items, i = reply[1:], 0
+    while i < len(items):
+        key, fields = decode(items[i]) or "", {}
+        if i + 1 < len(items) and isinstance(items[i + 1], list):
+            pairs = items[i + 1]
+            fields = {decode(pairs[j]) or "": decode(pairs[j + 1]) or "" for j in range(0, len(pairs) - 1, 2)}
+            i += 1
+        found.append((key, fields))
+        i += 1
+    return reply[0], found
+
+
+def search_many(client: redis.Redis, index: str, queries: list[str], fields: tuple[str, ...] = ()) -> list[Found]:
+    """What each FT.SEARCH query matches: (key, {field: value}) for the `fields` asked for.
+    First pages in one pipeline; the rare longer results paged one by one."""
+    shape = ["RETURN", len(fields), *fields] if fields else ["NOCONTENT"]
+
+    def page(target: Any, query: str, offset: int) -> Any:
+        return target.execute_command("FT.SEARCH", index, query, *shape, "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2)
+
+    pipe = client.pipeline(transaction=False)
+    for query in queries:
+        page(pipe, query, 0)
+    results = []
+    for query, reply in zip(queries, pipe.execute()):
+        total, found = _search_page(reply)
+        offset = SEARCH_PAGE
+        while offset < total:
+            total, more = _search_page(page(client, query, offset))
+            found += more
+            offset += SEARCH_PAGE
+            if not more:
+                break
+        results.append(found)
+    return results
+
+
+def thread_query(thread: str) -> str:
+    return "@thread_id:{%s}" % escape_tag(thread)

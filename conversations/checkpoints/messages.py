@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from django.utils import timezone
 
 from conversations.exceptions import MalformedCheckpoint
@@ -66,11 +68,25 @@ class State:
     summary: str | None
 
 
+# orjson reads integers past 64 bits as floats; where such a number may be present, the
+# standard library (exact, slower) reads the document instead.
+_LONG_NUMBER = re.compile(rb"[0-9]{20,}")
+
+
 def parse_json(raw: bytes | str, what: str) -> Any:
+    """Parse stored JSON, strictly: invalid UTF-8 and lone surrogates are refused."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
-        return json.loads(raw)
+        if _LONG_NUMBER.search(data):
+            return json.loads(data.decode("utf-8"))
+        return orjson.loads(data)
     except (ValueError, TypeError) as exc:
         raise MalformedCheckpoint(f"{what} is not JSON: {exc}") from None
+
+
+def may_hold_nul(raw: bytes | None) -> bool:
+    """Whether a JSON text may decode to a NUL character (cheap test before the exact walk)."""
+    return raw is not None and b"\\u0000" in raw
 
 
 def parse_state(channel_values: Any, fields: dict[str, str]) -> State:

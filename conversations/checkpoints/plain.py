@@ -25,7 +25,7 @@ from conversations.checkpoints.base import (
     entry_times,
     ttl_seconds,
 )
-from conversations.checkpoints.messages import check_storable, parse_json, parse_state, parse_time
+from conversations.checkpoints.messages import check_storable, may_hold_nul, parse_json, parse_state, parse_time
 from conversations.exceptions import MalformedCheckpoint
 
 DELETE_IF_UNCHANGED = """
@@ -54,7 +54,7 @@ class PlainLayout(Layout):
             pipe.get(key)
             pipe.pttl(key)
         replies = pipe.execute(raise_on_error=False)
-        self._values: dict[str, bytes] = {}
+        self._values: dict[str, tuple[bytes, dict[str, Any]]] = {}
         candidates, broken = [], []
         for i, key in enumerate(keys):
             raw, pttl = replies[2 * i], replies[2 * i + 1]
@@ -67,11 +67,12 @@ class PlainLayout(Layout):
             rest = key[len(self.prefix):]
             conversation_id, _, ns = rest.rpartition(":") if ":" in rest else (rest, "", "")
             try:
-                checkpoint_time = _time_of(_checkpoint(parse_json(raw, "the value")), self.fields["messages"])
+                checkpoint = _checkpoint(parse_json(raw, "the value"))
+                checkpoint_time = _time_of(checkpoint, self.fields["messages"])
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(Broken(key=key, error=str(exc), redis_type="string", raw_value=raw))
                 continue
-            self._values[key] = raw
+            self._values[key] = (raw, checkpoint)
             candidates.append(
                 Candidate(
                     key=key,
@@ -87,18 +88,18 @@ class PlainLayout(Layout):
     def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
         conversations, broken = [], []
         for candidate in due:
-            raw = self._values.pop(candidate.key)
+            raw, checkpoint = self._values.pop(candidate.key)
             try:
-                conversations.append(self._conversation(candidate, raw))
+                conversations.append(self._conversation(candidate, raw, checkpoint))
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(Broken(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
         self._values.clear()
         return conversations, broken
 
-    def _conversation(self, candidate: Candidate, raw: bytes) -> Conversation:
-        checkpoint = _checkpoint(parse_json(raw, "the value"))
+    def _conversation(self, candidate: Candidate, raw: bytes, checkpoint: dict[str, Any]) -> Conversation:
         state = parse_state(checkpoint.get("channel_values", checkpoint), self.fields)
-        check_storable(state, state.messages)
+        if may_hold_nul(raw):
+            check_storable(state, state.messages)
         newest = candidate.checkpoint_time
         if newest is None:
             raise MalformedCheckpoint("neither the checkpoint nor its messages carry a time")
@@ -112,8 +113,12 @@ class PlainLayout(Layout):
             scope=f"{self.name}:{candidate.key}",
         )
 
-    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
-        return client.eval(DELETE_IF_UNCHANGED, 1, conversation.candidate.key, *conversation.guard) != 0
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+        script = client.register_script(DELETE_IF_UNCHANGED)
+        pipe = client.pipeline(transaction=False)
+        for conversation in conversations:
+            script(keys=[conversation.candidate.key], args=conversation.guard, client=pipe)
+        return [result != 0 for result in pipe.execute()]
 
 
 def _checkpoint(doc: Any) -> dict[str, Any]:

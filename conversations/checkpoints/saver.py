@@ -12,7 +12,6 @@ namespace is read; subgraph namespaces hold copies of the same messages.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis
@@ -29,14 +28,15 @@ from conversations.checkpoints.base import (
     broken_with_value,
     decode,
     entry_times,
-    escape_tag,
     first,
     json_paths,
     pending_messages,
-    search_keys,
+    escape_tag,
+    search_many,
+    thread_query,
     ttl_seconds,
 )
-from conversations.checkpoints.messages import parse_json, parse_state, parse_time
+from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
 from conversations.exceptions import MalformedCheckpoint
 
 # Deletes the thread's keys only if its newest checkpoint and that checkpoint's pending
@@ -51,9 +51,6 @@ for i = 1, #KEYS, %d do
 end
 return 1
 """ % (UNLINK_CHUNK, UNLINK_CHUNK)
-
-# A safety stop for the walk back along parent checkpoints.
-MAX_CHAIN = 100_000
 
 
 class SaverLayout(Layout):
@@ -144,7 +141,7 @@ class SaverLayout(Layout):
             pipe.zrange(self.zset_key(candidate.thread_id, checkpoint_id), 0, -1)
         replies = pipe.execute(raise_on_error=False)
 
-        read: list[tuple[Candidate, dict[str, Any], list[str]]] = []
+        read: list[tuple[Candidate, dict[str, Any], list[str], bool]] = []
         broken: list[Broken] = []
         for i, candidate in enumerate(due):
             raw, write_keys = replies[2 * i], replies[2 * i + 1]
@@ -161,31 +158,33 @@ class SaverLayout(Layout):
                 continue
             if isinstance(write_keys, Exception):
                 write_keys = []
-            read.append((candidate, doc, [decode(k) or "" for k in write_keys]))
+            read.append((candidate, doc, [decode(k) or "" for k in write_keys], may_hold_nul(raw)))
 
         pipe = client.pipeline(transaction=False)
-        for _, _, write_keys in read:
+        for _, _, write_keys, _ in read:
             for key in write_keys:
                 pipe.execute_command("JSON.GET", key)
         write_replies = iter(pipe.execute(raise_on_error=False))
 
         conversations = []
-        for candidate, doc, write_keys in read:
+        for candidate, doc, write_keys, suspicious in read:
             writes = [(key, next(write_replies)) for key in write_keys]
             try:
-                conversations.append(self._conversation(candidate, doc, writes))
+                conversations.append(self._conversation(candidate, doc, writes, suspicious))
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(broken_with_value(client, candidate.checkpoint_key, str(exc)))
         self._stamp(client, conversations)
         return conversations, broken
 
-    def _conversation(self, candidate: Candidate, doc: dict[str, Any], writes: list[tuple[str, Any]]) -> Conversation:
+    def _conversation(
+        self, candidate: Candidate, doc: dict[str, Any], writes: list[tuple[str, Any]], suspicious: bool
+    ) -> Conversation:
         checkpoint = doc["checkpoint"]
         state = parse_state(checkpoint.get("channel_values"), self.fields)
-        messages, state_fields = pending_messages(
+        messages, state_fields, nul_in_writes = pending_messages(
             [(k, None if isinstance(v, Exception) else v) for k, v in writes], self.fields
         )
-        apply_pending(state, messages, state_fields, self.fields)
+        apply_pending(state, messages, state_fields, self.fields, check=suspicious or nul_in_writes)
         checkpoint_id = str(doc.get("checkpoint_id") or checkpoint.get("id") or "")
         if not checkpoint_id:
             raise MalformedCheckpoint("the checkpoint has no checkpoint_id")
@@ -200,52 +199,54 @@ class SaverLayout(Layout):
         )
 
     def _stamp(self, client: redis.Redis, conversations: list[Conversation]) -> None:
-        """Give every message its entry time by walking each thread's parent checkpoints,
-        one pipeline per step back for the whole batch."""
-        chains: dict[int, list[tuple[Any, int, str | None]]] = {i: [] for i in range(len(conversations))}
-        cursors = {i: c.candidate.checkpoint_key for i, c in enumerate(conversations)}
-        for _ in range(MAX_CHAIN):
-            if not cursors:
-                break
-            pipe = client.pipeline(transaction=False)
-            for key in cursors.values():
-                pipe.execute_command(
-                    "JSON.GET", key, "$.parent_checkpoint_id", "$.checkpoint.ts", f"{self.messages_path}[-1].kwargs.id"
-                )
+        """Give every message its entry time. The saver's search index lists each thread's root
+        checkpoints with their parents; the chain back from the newest is built from that, and
+        what each checkpoint held (message count, last message id) is read in one pipeline.
+        Two round trips per batch, however long the threads."""
+        queries = ["@thread_id:{%s} @checkpoint_ns:{%s}" % (escape_tag(c.candidate.thread_id), EMPTY_NS) for c in conversations]
+        found = search_many(client, self.checkpoint, queries, ("checkpoint_id", "parent_checkpoint_id"))
+        chains: list[list[str]] = []
+        for conversation, documents in zip(conversations, found):
+            parents = {f.get("checkpoint_id", ""): f.get("parent_checkpoint_id", "") for _, f in documents}
+            chain, cursor = [], conversation.checkpoint_id
+            while cursor and cursor in parents and len(chain) <= len(parents):
+                chain.append(self.checkpoint_key(conversation.candidate.thread_id, cursor))
+                cursor = parents[cursor]
+            chains.append(chain or [conversation.candidate.checkpoint_key])
+
+        pipe = client.pipeline(transaction=False)
+        for chain in chains:
+            for key in chain:
+                pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", f"{self.messages_path}[-1].kwargs.id")
                 pipe.execute_command("JSON.ARRLEN", key, self.messages_path)
-            replies = pipe.execute(raise_on_error=False)
-            next_cursors = {}
-            for n, (i, key) in enumerate(cursors.items()):
-                try:
-                    paths = json_paths(replies[2 * n])
-                except ValueError:
-                    paths = None
-                lengths = replies[2 * n + 1]
-                stamp = first(paths, "$.checkpoint.ts")
-                if paths is None or stamp is None or not isinstance(lengths, list) or not lengths:
-                    continue  # expired, or not a checkpoint we can read: the walk ends here
-                try:
-                    chains[i].append((parse_time(stamp), int(lengths[0] or 0), first(paths, f"{self.messages_path}[-1].kwargs.id")))
-                except (ValueError, TypeError):
+        replies = iter(pipe.execute(raise_on_error=False))
+        for conversation, chain in zip(conversations, chains):
+            held: list[tuple[Any, int, str | None]] = []
+            walking = True
+            for _ in chain:
+                paths, lengths = next(replies), next(replies)
+                if not walking:
                     continue
-                parent = first(paths, "$.parent_checkpoint_id")
-                if isinstance(parent, str) and parent:
-                    next_cursors[i] = self.checkpoint_key(conversations[i].candidate.thread_id, parent)
-            cursors = next_cursors
-        for i, conversation in enumerate(conversations):
+                try:
+                    values = json_paths(paths)
+                    stamp = first(values, "$.checkpoint.ts")
+                    if stamp is None or not isinstance(lengths, list) or not lengths:
+                        raise ValueError("expired or unreadable")
+                    held.append((parse_time(stamp), int(lengths[0] or 0), first(values, f"{self.messages_path}[-1].kwargs.id")))
+                except (ValueError, TypeError):
+                    walking = False  # the chain ends where a checkpoint is gone or unreadable
             newest = conversation.candidate.checkpoint_time
             assert newest is not None
-            conversation.timestamps = entry_times(conversation.messages, newest, chains[i])
+            conversation.timestamps = entry_times(conversation.messages, newest, held)
 
     # -- delete ------------------------------------------------------------------------
 
-    def thread_keys(self, client: redis.Redis, conversation: Conversation) -> list[str]:
-        """All of a thread's keys, every kind and namespace, found through the saver's own
-        search indexes (as its delete_thread does) plus the pointers and registries they imply."""
+    def thread_keys(self, conversation: Conversation, checkpoints: list[str], writes: list[str]) -> list[str]:
+        """All of a thread's keys, every kind and namespace: what the saver's own search indexes
+        found (as its delete_thread does), plus the pointers and registries they imply. The
+        pointer and the newest checkpoint's write registry come first, for the script."""
         thread = conversation.candidate.thread_id
-        query = "@thread_id:{%s}" % escape_tag(thread)
-        checkpoints = search_keys(client, self.checkpoint, query)
-        writes = search_keys(client, self.write, query)
+        first = [conversation.candidate.key, self.zset_key(thread, conversation.checkpoint_id)]
         keys = {conversation.candidate.checkpoint_key, *checkpoints, *writes}
         prefix = f"{self.checkpoint}:{thread}:"
         for key in checkpoints:
@@ -253,11 +254,15 @@ class SaverLayout(Layout):
                 ns, checkpoint_id = key[len(prefix):].rsplit(":", 1)
                 keys.add(f"{self.latest}:{thread}:{ns}")
                 keys.add(self.zset_key(thread, checkpoint_id, ns))
-        return sorted(keys)
+        return first + sorted(keys - set(first))
 
-    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
-        pointer = conversation.candidate.key
-        zset = self.zset_key(conversation.candidate.thread_id, conversation.checkpoint_id)
-        others = [k for k in self.thread_keys(client, conversation) if k not in (pointer, zset)]
-        result = client.eval(DELETE_IF_UNCHANGED, 2 + len(others), pointer, zset, *others, *conversation.guard)
-        return result != 0  # -1: the thread expired on its own after we read it
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+        queries = [thread_query(c.candidate.thread_id) for c in conversations]
+        checkpoints = search_many(client, self.checkpoint, queries)
+        writes = search_many(client, self.write, queries)
+        script = client.register_script(DELETE_IF_UNCHANGED)
+        pipe = client.pipeline(transaction=False)
+        for conversation, found, written in zip(conversations, checkpoints, writes):
+            keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
+            script(keys=keys, args=conversation.guard, client=pipe)
+        return [result != 0 for result in pipe.execute()]  # -1: the thread expired on its own meanwhile

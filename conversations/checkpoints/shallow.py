@@ -28,14 +28,14 @@ from conversations.checkpoints.base import (
     apply_pending,
     broken_with_value,
     entry_times,
-    escape_tag,
     first,
     json_paths,
     pending_messages,
-    search_keys,
+    search_many,
+    thread_query,
     ttl_seconds,
 )
-from conversations.checkpoints.messages import parse_json, parse_state, parse_time
+from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
 from conversations.exceptions import MalformedCheckpoint
 
 # KEYS[1] the document, KEYS[2..3] the two registries, then everything else.
@@ -144,8 +144,8 @@ class ShallowLayout(Layout):
         state = parse_state(checkpoint.get("channel_values"), self.fields)
         # The registries may still list writes of an earlier checkpoint: keep this one's.
         current = [(k, v) for k, v in writes if _write_of(v, checkpoint_id)]
-        messages, state_fields = pending_messages(current, self.fields)
-        apply_pending(state, messages, state_fields, self.fields)
+        messages, state_fields, nul_in_writes = pending_messages(current, self.fields)
+        apply_pending(state, messages, state_fields, self.fields, check=may_hold_nul(raw) or nul_in_writes)
         assert candidate.checkpoint_time is not None
         return Conversation(
             candidate=candidate,
@@ -157,24 +157,29 @@ class ShallowLayout(Layout):
             scope=f"{self.name}:{candidate.thread_id}",
         )
 
-    def thread_keys(self, client: redis.Redis, thread: str) -> list[str]:
-        query = "@thread_id:{%s}" % escape_tag(thread)
-        documents = search_keys(client, self.checkpoint, query)
-        keys = set(documents) | set(search_keys(client, self.write, query))
+    def thread_keys(self, conversation: Conversation, documents: list[str], writes: list[str]) -> list[str]:
+        """The thread's keys, the document and its two registries first, for the script."""
+        thread = conversation.candidate.thread_id
+        first = [conversation.candidate.key, *self.registries(thread)]
+        keys = set(documents) | set(writes)
         prefix = f"{self.checkpoint}:{thread}:"
         for key in documents:
             if key.startswith(prefix):
                 ns = key[len(prefix):] or EMPTY_NS
                 keys.update(self.registries(thread, ns))
                 keys.add(f"current_checkpoint:{thread}:{ns}:shallow")
-        return sorted(keys)
+        return first + sorted(keys - set(first))
 
-    def delete(self, client: redis.Redis, conversation: Conversation) -> bool:
-        thread = conversation.candidate.thread_id
-        first_keys = [conversation.candidate.key, *self.registries(thread)]
-        others = [k for k in self.thread_keys(client, thread) if k not in first_keys]
-        keys = first_keys + others
-        return client.eval(DELETE_IF_UNCHANGED, len(keys), *keys, *conversation.guard) != 0
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+        queries = [thread_query(c.candidate.thread_id) for c in conversations]
+        documents = search_many(client, self.checkpoint, queries)
+        writes = search_many(client, self.write, queries)
+        script = client.register_script(DELETE_IF_UNCHANGED)
+        pipe = client.pipeline(transaction=False)
+        for conversation, found, written in zip(conversations, documents, writes):
+            keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
+            script(keys=keys, args=conversation.guard, client=pipe)
+        return [result != 0 for result in pipe.execute()]
 
 
 def _write_of(raw: Any, checkpoint_id: str) -> bool:
