@@ -1,0 +1,461 @@
+"""Read-only support views over the archive: search, transcripts, runs and quarantine.
+
+Safety design: nothing here can write. Every admin below refuses add, change and delete
+for everyone, superusers included, so purging stays the commands' job; support staff get
+the `view` permissions through the `support` group (migration 0003). Everything shown
+that came from a conversation goes through Django's autoescaping (or format_html), never
+mark_safe, so a message or a quarantined value containing HTML is shown as text.
+
+Scale: conversation_history holds millions of rows. Searches use only lookups an index
+serves (plain `=` on customer_id and conversation_id, full-text search through the GIN
+index of migration 0002), the role filter lists fixed choices instead of SELECT DISTINCT,
+facets are off, and the paginator never counts the whole table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.admin.utils import quote, unquote
+from django.contrib.postgres.search import SearchQuery, SearchVectorField
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import F, Func, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+from conversations.paginators import EstimatedCountPaginator
+
+TRANSCRIPT_PAGE_SIZE = 200
+TRANSCRIPT_URL_NAME = "conversations_conversationhistory_transcript"
+# How much of a quarantined value the page shows; the rest stays in the database.
+RAW_VALUE_SHOWN_BYTES = 64 * 1024
+HEX_LINE_BYTES = 16
+EXCERPT_CHARS = 120
+ROLES = ("human", "ai", "tool", "system")
+# Control characters other than tab and newlines: a value holding one is shown as hex.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+admin.site.site_header = "Conversation archive"
+admin.site.site_title = "Conversation archive"
+admin.site.index_title = "Support"
+# There is no public site to go back to.
+admin.site.site_url = None
+
+
+def local_time(value: datetime | None) -> str:
+    """A time in the site's zone (settings.TIME_ZONE, Europe/Madrid), with the zone named."""
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def transcript_url(conversation_id: str, position: int | None = None) -> str:
+    url = reverse(f"admin:{TRANSCRIPT_URL_NAME}", args=[quote(conversation_id)])
+    if position is None:
+        return url
+    page = position // TRANSCRIPT_PAGE_SIZE + 1
+    return f"{url}?page={page}#m-{position}"
+
+
+class ContentWords(Func):
+    """to_tsvector('simple', content), spelled as the GIN index of migration 0002 so the
+    planner can use it (SearchVector would wrap the column in COALESCE and miss it)."""
+
+    template = "to_tsvector('simple'::regconfig, %(expressions)s)"
+    output_field = SearchVectorField()
+
+    def __init__(self) -> None:
+        super().__init__(F("content"))
+
+
+def filter_by_words(queryset: QuerySet[ConversationHistory], words: str) -> QuerySet[ConversationHistory]:
+    """Messages containing every word: full-text search on PostgreSQL, icontains elsewhere."""
+    if connections[queryset.db].vendor == "postgresql":
+        return queryset.alias(content_words=ContentWords()).filter(
+            content_words=SearchQuery(words, config="simple", search_type="websearch")
+        )
+    condition = Q()
+    for word in words.split():
+        condition &= Q(content__icontains=word)
+    return queryset.filter(condition)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only, for everyone; cheap on big tables."""
+
+    actions = None
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    list_per_page = 100
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RoleFilter(admin.SimpleListFilter):
+    """Fixed choices: the default filter would run SELECT DISTINCT role over the table."""
+
+    title = "role"
+    parameter_name = "role"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(role, role) for role in ROLES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(role=self.value())
+        return queryset
+
+
+@dataclass(frozen=True)
+class TranscriptEntry:
+    """One message as the transcript shows it; text only, the template escapes it."""
+
+    position: int
+    role: str
+    name: str | None
+    when: datetime
+    content: str
+    tool_calls: str | None
+    tool_call_id: str | None
+    content_blocks: str | None
+    metadata: str | None
+
+    @classmethod
+    def from_row(cls, row: ConversationHistory) -> TranscriptEntry:
+        content = row.content
+        if row.role == "tool":
+            content = _pretty_if_json(content)
+        return cls(
+            position=row.position,
+            role=row.role,
+            name=row.name,
+            when=row.timestamp,
+            content=content,
+            tool_calls=pretty_json(row.tool_calls) if row.tool_calls else None,
+            tool_call_id=row.tool_call_id,
+            content_blocks=pretty_json(row.content_blocks) if row.content_blocks else None,
+            metadata=pretty_json(row.metadata) if row.metadata else None,
+        )
+
+
+def _pretty_if_json(text: str) -> str:
+    """Tool results are often JSON documents: indent them, leave anything else as it is."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "[{":
+        return text
+    try:
+        return pretty_json(json.loads(stripped))
+    except ValueError:
+        return text
+
+
+@admin.register(ConversationHistory)
+class ConversationHistoryAdmin(ReadOnlyAdmin):
+    list_display = ("when", "customer_id", "conversation", "position", "role", "excerpt")
+    list_display_links = ("when",)
+    # Only orders an index serves: sorting millions of rows by role or text would not be.
+    sortable_by = ("when", "customer_id", "conversation")
+    list_filter = (("timestamp", admin.DateFieldListFilter), RoleFilter)
+    # Plain `=` lookups, which the (customer_id, timestamp) and (conversation_id, position)
+    # indexes serve; "=customer_id" would become UPPER(..) = UPPER(..) and scan.
+    search_fields = ("customer_id__exact", "conversation_id__exact")
+    search_help_text = "A customer id or conversation id (exact), or words from the messages."
+    ordering = ("-timestamp", "-pk")
+    fields = (
+        "transcript",
+        "conversation_id",
+        "customer_id",
+        "position",
+        "role",
+        "name",
+        "local_timestamp",
+        "content_text",
+        "tool_calls_json",
+        "tool_call_id",
+        "message_id",
+        "metadata_json",
+        "source",
+        "thread_id",
+        "checkpoint_ns",
+        "checkpoint_id",
+        "local_archived_at",
+    )
+    readonly_fields = fields
+
+    def get_urls(self) -> list[URLPattern]:
+        transcript = path(
+            "transcript/<str:conversation_id>/",
+            self.admin_site.admin_view(self.transcript_view),
+            name=TRANSCRIPT_URL_NAME,
+        )
+        return [transcript, *super().get_urls()]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ConversationHistory], search_term: str
+    ) -> tuple[QuerySet[ConversationHistory], bool]:
+        """A customer or conversation id that exists gives exactly its messages; anything
+        else is a word search in the messages."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        exact = Q()
+        for lookup in self.search_fields:
+            exact |= Q(**{lookup: term})
+        if self.model._default_manager.filter(exact).exists():
+            return queryset.filter(exact), False
+        return filter_by_words(queryset, term), False
+
+    @admin.display(description="when", ordering="timestamp")
+    def when(self, obj: ConversationHistory) -> str:
+        return local_time(obj.timestamp)
+
+    @admin.display(description="conversation", ordering="conversation_id")
+    def conversation(self, obj: ConversationHistory) -> str:
+        return format_html(
+            '<a href="{}" title="Open the transcript">{}</a>',
+            transcript_url(obj.conversation_id, obj.position),
+            obj.conversation_id,
+        )
+
+    @admin.display(description="text")
+    def excerpt(self, obj: ConversationHistory) -> str:
+        text = " ".join(obj.content.split())
+        if len(text) > EXCERPT_CHARS:
+            text = text[: EXCERPT_CHARS - 1] + "…"
+        if not text and obj.tool_calls:
+            text = "[tool call: " + ", ".join(_tool_names(obj.tool_calls)) + "]"
+        return text
+
+    @admin.display(description="transcript")
+    def transcript(self, obj: ConversationHistory) -> str:
+        url = transcript_url(obj.conversation_id, obj.position)
+        return format_html('<a href="{}">Open the whole conversation</a>', url)
+
+    @admin.display(description="timestamp")
+    def local_timestamp(self, obj: ConversationHistory) -> str:
+        return local_time(obj.timestamp)
+
+    @admin.display(description="archived at")
+    def local_archived_at(self, obj: ConversationHistory) -> str:
+        return local_time(obj.archived_at)
+
+    @admin.display(description="content")
+    def content_text(self, obj: ConversationHistory) -> str:
+        return format_html('<pre class="message-text">{}</pre>', obj.content)
+
+    @admin.display(description="tool calls")
+    def tool_calls_json(self, obj: ConversationHistory) -> str:
+        return format_html("<pre>{}</pre>", pretty_json(obj.tool_calls)) if obj.tool_calls else "-"
+
+    @admin.display(description="metadata")
+    def metadata_json(self, obj: ConversationHistory) -> str:
+        return format_html("<pre>{}</pre>", pretty_json(obj.metadata)) if obj.metadata else "-"
+
+    def transcript_view(self, request: HttpRequest, conversation_id: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        conversation_id = unquote(conversation_id)
+        messages = ConversationHistory.objects.filter(conversation_id=conversation_id).order_by("position", "pk")
+        conversation = ArchivedConversation.objects.filter(conversation_id=conversation_id).first()
+        paginator = Paginator(messages, TRANSCRIPT_PAGE_SIZE)
+        if conversation is None and paginator.count == 0:
+            raise Http404("No archived conversation has this id.")
+        page = paginator.get_page(request.GET.get("page"))
+        customer_id = conversation.customer_id if conversation else (page[0].customer_id if page else None)
+        changelist = reverse("admin:conversations_conversationhistory_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Conversation {conversation_id}",
+            "conversation_id": conversation_id,
+            "conversation": conversation,
+            "customer_id": customer_id,
+            "customer_url": f"{changelist}?{urlencode({'q': customer_id})}" if customer_id else None,
+            "first_message_at": local_time(conversation.first_message_at) if conversation else None,
+            "last_message_at": local_time(conversation.last_message_at) if conversation else None,
+            "page": page,
+            "entries": [TranscriptEntry.from_row(row) for row in page.object_list],
+        }
+        return TemplateResponse(request, "admin/conversations/conversationhistory/transcript.html", context)
+
+
+def _tool_names(tool_calls: Any) -> list[str]:
+    if not isinstance(tool_calls, list):
+        return ["?"]
+    return [str(call.get("name", "?")) if isinstance(call, dict) else "?" for call in tool_calls]
+
+
+@admin.register(ArchivedConversation)
+class ArchivedConversationAdmin(ReadOnlyAdmin):
+    list_display = ("conversation_id", "customer_id", "first_message", "last_message", "message_count", "transcript")
+    list_filter = (("last_message_at", admin.DateFieldListFilter),)
+    search_fields = ("customer_id__exact", "conversation_id__exact")
+    search_help_text = "A customer id or conversation id (exact)."
+    ordering = ("-last_message_at", "-pk")
+    fields = (
+        "transcript",
+        "conversation_id",
+        "customer_id",
+        "thread_id",
+        "summary_text",
+        "first_message",
+        "last_message",
+        "message_count",
+        "first_archived",
+        "last_archived",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="transcript")
+    def transcript(self, obj: ArchivedConversation) -> str:
+        return format_html('<a href="{}">Transcript</a>', transcript_url(obj.conversation_id))
+
+    @admin.display(description="summary")
+    def summary_text(self, obj: ArchivedConversation) -> str:
+        return format_html('<pre class="message-text">{}</pre>', obj.summary) if obj.summary else "-"
+
+    @admin.display(description="first message", ordering="first_message_at")
+    def first_message(self, obj: ArchivedConversation) -> str:
+        return local_time(obj.first_message_at)
+
+    @admin.display(description="last message", ordering="last_message_at")
+    def last_message(self, obj: ArchivedConversation) -> str:
+        return local_time(obj.last_message_at)
+
+    @admin.display(description="first archived")
+    def first_archived(self, obj: ArchivedConversation) -> str:
+        return local_time(obj.first_archived_at)
+
+    @admin.display(description="last archived")
+    def last_archived(self, obj: ArchivedConversation) -> str:
+        return local_time(obj.last_archived_at)
+
+
+@admin.register(ArchiveRun)
+class ArchiveRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "started",
+        "finished",
+        "status",
+        "checkpoints_found",
+        "checkpoints_archived",
+        "messages_archived",
+        "deferred",
+        "quarantined",
+        "errors",
+    )
+    list_filter = ("status", ("started_at", admin.DateFieldListFilter))
+    ordering = ("-started_at", "-pk")
+    fields = (
+        "started",
+        "finished",
+        "status",
+        "checkpoints_found",
+        "checkpoints_archived",
+        "messages_archived",
+        "deferred",
+        "quarantined",
+        "errors",
+        "error_text",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj: ArchiveRun) -> str:
+        return local_time(obj.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj: ArchiveRun) -> str:
+        return local_time(obj.finished_at)
+
+    @admin.display(description="error messages")
+    def error_text(self, obj: ArchiveRun) -> str:
+        return format_html("<pre>{}</pre>", obj.error_messages) if obj.error_messages else "-"
+
+
+def describe_raw_value(raw: bytes | memoryview | None) -> tuple[str, str]:
+    """(what it is, how to show it): printable UTF-8 as text, anything else as a hex dump;
+    at most RAW_VALUE_SHOWN_BYTES of it. The caller escapes both."""
+    data = bytes(raw or b"")
+    shown = data[:RAW_VALUE_SHOWN_BYTES]
+    cut = f", first {len(shown):,} shown" if len(shown) < len(data) else ""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and _readable(text):
+        if cut:
+            text = shown.decode("utf-8", errors="ignore")
+        return f"UTF-8 text, {len(data):,} bytes{cut}", text
+    return f"binary, {len(data):,} bytes{cut}, as hex", hex_dump(shown)
+
+
+def _readable(text: str) -> bool:
+    return CONTROL_CHARACTERS.search(text) is None
+
+
+def hex_dump(data: bytes) -> str:
+    lines = []
+    for offset in range(0, len(data), HEX_LINE_BYTES):
+        chunk = data[offset : offset + HEX_LINE_BYTES]
+        ascii_part = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{offset:08x}  {chunk.hex(' '):<{HEX_LINE_BYTES * 3 - 1}}  |{ascii_part}|")
+    return "\n".join(lines)
+
+
+@admin.register(QuarantinedCheckpoint)
+class QuarantinedCheckpointAdmin(ReadOnlyAdmin):
+    list_display = ("quarantined", "key", "source", "redis_type", "error_excerpt")
+    list_filter = ("source", ("quarantined_at", admin.DateFieldListFilter))
+    search_fields = ("key__icontains", "error__icontains")
+    search_help_text = "Part of the Redis key or of the error."
+    ordering = ("-quarantined_at", "-pk")
+    fields = ("key", "source", "redis_type", "quarantined", "error_text", "value_sha1", "raw_value_shown")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QuarantinedCheckpoint]:
+        # The raw values can be large: the list never loads them, the detail page reads
+        # its one value when it shows it.
+        return super().get_queryset(request).defer("raw_value")
+
+    @admin.display(description="quarantined at", ordering="quarantined_at")
+    def quarantined(self, obj: QuarantinedCheckpoint) -> str:
+        return local_time(obj.quarantined_at)
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: QuarantinedCheckpoint) -> str:
+        text = " ".join(obj.error.split())
+        return text[: EXCERPT_CHARS - 1] + "…" if len(text) > EXCERPT_CHARS else text
+
+    @admin.display(description="error")
+    def error_text(self, obj: QuarantinedCheckpoint) -> str:
+        return format_html("<pre>{}</pre>", obj.error)
+
+    @admin.display(description="raw value")
+    def raw_value_shown(self, obj: QuarantinedCheckpoint) -> str:
+        what, shown = describe_raw_value(obj.raw_value)
+        return format_html('<p>{}</p><pre class="raw-value">{}</pre>', what, shown)

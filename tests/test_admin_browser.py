@@ -1,0 +1,144 @@
+"""The support view end to end, in headless Chromium: log in as a support user, search a
+customer, open the transcript, read it. Uses Debian's chromium (apt-get install chromium)
+driven by Playwright for Python, not a browser downloaded by Playwright; a missing browser
+fails the test, it does not skip it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.apps import apps
+from django.contrib.auth.models import Group, User
+from django.db import connection
+
+from conversations.models import ArchivedConversation, ConversationHistory
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Where the lead can look at the last run's transcript page.
+SHOWCASE = Path(__file__).resolve().parent.parent / "bench" / "results" / "admin_transcript.png"
+PASSWORD = "support-password-1"
+START = datetime(2026, 3, 2, 9, 15, tzinfo=timezone.utc)
+
+
+def require_browser() -> None:
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"No Chromium at {CHROMIUM}: the browser test needs Debian's chromium. "
+            "Install it with `apt-get install -y chromium` (or set CHROMIUM_PATH)."
+        )
+    try:
+        importlib.import_module("playwright.sync_api")
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: pip install -r requirements-dev.txt")
+
+
+def seed() -> None:
+    # A transactional test may find the tables flushed: make the group the way migration 0003 does.
+    migration = importlib.import_module("conversations.migrations.0003_support_group")
+    migration.create_support_group(apps, SimpleNamespace(connection=connection))
+    user = User.objects.create_user("agent", password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get(name="support"))
+    lines = [
+        ("human", "Hi, my order 1234 never arrived.\nCan you check?"),
+        ("ai", "Of course. <script>alert('x')</script> Let me look it up."),
+        ("ai", "Your parcel is at the depot; it will be delivered tomorrow."),
+    ]
+    for position, (role, content) in enumerate(lines):
+        ConversationHistory.objects.create(
+            conversation_id="conv-browser-1",
+            customer_id="cust-browser-7",
+            timestamp=START + timedelta(minutes=position),
+            role=role,
+            content=content,
+            position=position,
+            message_key=str(position),
+            source="plain",
+            thread_id="conv-browser-1",
+            archived_at=START + timedelta(days=1),
+        )
+    ConversationHistory.objects.create(
+        conversation_id="conv-other",
+        customer_id="cust-other",
+        timestamp=START,
+        role="human",
+        content="Someone else entirely",
+        position=0,
+        message_key="0",
+        source="plain",
+        thread_id="conv-other",
+        archived_at=START,
+    )
+    ArchivedConversation.objects.create(
+        conversation_id="conv-browser-1",
+        customer_id="cust-browser-7",
+        thread_id="conv-browser-1",
+        summary="Order 1234 delayed; delivery tomorrow.",
+        first_message_at=START,
+        last_message_at=START + timedelta(minutes=2),
+        message_count=3,
+        first_archived_at=START + timedelta(days=1),
+        last_archived_at=START + timedelta(days=1),
+    )
+
+
+def test_support_user_finds_a_customer_and_reads_the_transcript(live_server, tmp_path: Path) -> None:
+    require_browser()
+    seed()  # before Playwright starts: its event loop makes the ORM refuse to run in this thread
+    from playwright.sync_api import sync_playwright
+
+    screenshot = tmp_path / "admin_transcript.png"
+    dialogs: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.set_default_timeout(15_000)
+
+            page.goto(f"{live_server.url}/admin/conversations/conversationhistory/")
+            assert "/admin/login/" in page.url
+            page.fill("#id_username", "agent")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url("**/admin/conversations/conversationhistory/**")
+
+            page.fill("#searchbar", "cust-browser-7")
+            page.press("#searchbar", "Enter")
+            page.wait_for_url("**q=cust-browser-7**")
+            results = page.locator("#result_list tbody tr")
+            assert results.count() == 3
+            assert "Someone else entirely" not in page.content()
+
+            page.locator("#result_list a", has_text="conv-browser-1").first.click()
+            page.wait_for_selector("ol.transcript")
+            messages = page.locator("ol.transcript li.message")
+            assert messages.count() == 3
+            texts = [messages.nth(i).locator(".text").inner_text() for i in range(3)]
+            assert texts[0] == "Hi, my order 1234 never arrived.\nCan you check?"
+            assert texts[1] == "Of course. <script>alert('x')</script> Let me look it up."
+            assert "delivered tomorrow" in texts[2]
+            assert page.locator("#summary").inner_text() == "Order 1234 delayed; delivery tomorrow."
+            assert "2026-03-02 10:15:00 CET" in messages.nth(0).inner_text()
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert dialogs == [], "a message's <script> ran in the page"
+    assert screenshot.stat().st_size > 10_000
+    SHOWCASE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(screenshot, SHOWCASE)
