@@ -30,7 +30,11 @@ fi
 
 mkdir -p "$work/ssl11"
 if ! ls "$work"/ssl11/libssl.so.1.1 >/dev/null 2>&1; then
-    "$python" -m pip download -q --no-deps --only-binary=:all: 'psycopg2-binary==2.9.5' -d "$work/dl"
+    # Only the wheel's bundled libraries are used, so its Python version does not matter:
+    # ask for the CPython 3.11 build, which exists for every Python this runs under.
+    "$python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 \
+        --implementation cp --abi cp311 --platform "manylinux2014_$(uname -m)" \
+        'psycopg2-binary==2.9.5' -d "$work/dl"
     "$python" -m zipfile -e "$work"/dl/psycopg2_binary-2.9.5-*.whl "$work/dl/x"
     cp "$work"/dl/x/psycopg2_binary.libs/lib{ssl,crypto}-*.so.1.1 "$work/ssl11/"
     (cd "$work/ssl11" && ln -sf libssl-*.so.1.1 libssl.so.1.1 && ln -sf libcrypto-*.so.1.1 libcrypto.so.1.1)
