@@ -30,7 +30,7 @@ from conversations import conf, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
 from conversations.checkpoints.base import Broken, broken_with_value, decode
 from conversations.checkpoints.client import connect, redis_errors
-from conversations.exceptions import RedisUnavailable, RunInProgress
+from conversations.exceptions import ArchiverError, RedisUnavailable, RunInProgress
 from conversations.health import health_document, write_health
 from conversations.models import ArchiveRun
 
@@ -128,7 +128,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
                     renew()
     except RunInProgress:
         raise
-    except RedisUnavailable as exc:
+    except ArchiverError as exc:  # Redis unreachable, or set up otherwise than expected
         logger.error("%s", exc)
         report.error(str(exc))
     except Exception as exc:  # the one boundary: whatever went wrong, the run is recorded as unhealthy

@@ -237,3 +237,66 @@ def test_keys_of_other_threads_survive_a_threads_deletion(stack_redis):
     assert ConversationHistory.objects.filter(conversation_id="a:b").exists()
     assert {k for k in remaining_keys(stack_redis) if b"a:b:c:" in k} == layout_keys_before
     assert stack_redis.get("unrelated") == b"1"
+
+
+def test_a_users_message_the_bot_never_applied_is_archived(stack_redis):
+    """The bot died right after LangGraph stored a run's input checkpoint: the user's message
+    is only in its __start__ channel. It must be archived, not deleted with the thread."""
+    url = stack_url(stack_redis)
+    expected = lgwriter.write_conversation(url, THREAD, ["hola"])
+    pointer = f"checkpoint_latest:{THREAD}:__empty__"
+    newest = json.loads(stack_redis.execute_command("JSON.GET", stack_redis.get(pointer)))
+    # What LangGraph writes when the next turn begins: an input checkpoint whose parent is
+    # the newest one, the previous messages, and the new input under __start__.
+    input_id = newest["checkpoint_id"][:-4] + "ffff"
+    unapplied = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "HumanMessage"],
+                 "kwargs": {"content": "¿sigue ahí? 📦", "type": "human"}}
+    doc = json.loads(json.dumps(newest))
+    doc.update(checkpoint_id=input_id, parent_checkpoint_id=newest["checkpoint_id"], source="input")
+    doc["checkpoint"]["id"] = input_id
+    doc["checkpoint"]["channel_values"]["__start__"] = {"messages": [unapplied]}
+    key = f"checkpoint:{THREAD}:__empty__:{input_id}"
+    stack_redis.execute_command("JSON.SET", key, "$", json.dumps(doc, ensure_ascii=False))
+    stack_redis.set(pointer, key)
+
+    report = archive()
+
+    assert report.errors == 0 and report.archived == 1
+    rows = archived(THREAD)
+    assert rows[:-1] == expected
+    assert (rows[-1]["type"], rows[-1]["content"], rows[-1]["id"]) == ("human", "¿sigue ahí? 📦", None)
+    assert remaining_keys(stack_redis) == []
+
+
+def test_the_very_first_input_checkpoint_is_archived_not_quarantined(stack_redis):
+    """A thread whose only root checkpoint is its first input checkpoint (step -1: no
+    'messages' key yet, the user's text under __start__)."""
+    lgwriter.write_conversation(stack_url(stack_redis), "another", ["x"], ttl_minutes=600)  # the saver's indexes
+    thread = "first-turn"
+    cid = "1f1ebb97-0000-6000-8000-000000000001"
+    doc = {
+        "thread_id": thread, "run_id": "", "checkpoint_ns": "__empty__", "checkpoint_id": cid, "parent_checkpoint_id": "",
+        "checkpoint_ts": (timezone.now() - timedelta(hours=2)).timestamp() * 1000,
+        "checkpoint": {"v": 4, "ts": (timezone.now() - timedelta(hours=2)).isoformat(), "id": cid,
+                       "channel_values": {"__start__": {"messages": [["user", "hola, soy nueva"]], "customer_id": "cust-9"}}},
+        "metadata": "{}", "source": "input", "step": -1,
+    }
+    stack_redis.execute_command("JSON.SET", f"checkpoint:{thread}:__empty__:{cid}", "$", json.dumps(doc))
+    stack_redis.set(f"checkpoint_latest:{thread}:__empty__", f"checkpoint:{thread}:__empty__:{cid}")
+
+    report = archive()
+
+    assert report.errors == 0 and report.quarantined == 0
+    row = ConversationHistory.objects.get(conversation_id=thread)
+    assert (row.role, row.content, row.customer_id) == ("human", "hola, soy nueva", "cust-9")
+
+
+def test_a_redis_without_the_savers_index_is_one_clear_error(stack_redis):
+    stack_redis.set("checkpoint_latest:t:__empty__", "checkpoint:t:__empty__:1")
+    stack_redis.execute_command("JSON.SET", "checkpoint:t:__empty__:1", "$", json.dumps(
+        {"checkpoint_id": "1", "checkpoint": {"ts": "2026-01-01T00:00:00+00:00", "id": "1", "channel_values": {"messages": [{"role": "user", "content": "x"}]}}}
+    ))
+    report = archive()
+    assert report.errors == 1 and "no search index 'checkpoint'" in report.error_messages[0]
+    assert not ConversationHistory.objects.exists()
+    assert stack_redis.exists("checkpoint_latest:t:__empty__", "checkpoint:t:__empty__:1") == 2

@@ -19,8 +19,16 @@ import orjson
 import redis
 
 from conversations import conf
-from conversations.checkpoints.messages import Message, State, check_storable, may_hold_nul, merge_messages, parse_json
-from conversations.exceptions import MalformedCheckpoint
+from conversations.checkpoints.messages import (
+    START_CHANNEL,
+    Message,
+    State,
+    check_storable,
+    may_hold_nul,
+    merge_messages,
+    parse_json,
+)
+from conversations.exceptions import ArchiverError, MalformedCheckpoint
 
 EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
 # How many keys one UNLINK gets inside the delete scripts (Lua's unpack has a limit).
@@ -183,6 +191,8 @@ def pending_messages(
         channel = doc.get("channel")
         if channel != fields["messages"] and channel not in wanted:
             continue
+        if START_CHANNEL in str(doc.get("task_path", "")).split(", "):
+            continue  # the input step's writes repeat the input, which parse_state already read
         if doc.get("type") != "json":
             raise MalformedCheckpoint(
                 f"pending write {key} to {channel!r} is encoded as {doc.get('type')!r}; only JSON is read"
@@ -283,8 +293,17 @@ def search_many(client: redis.Redis, index: str, queries: list[str], fields: tup
     pipe = client.pipeline(transaction=False)
     for query in queries:
         page(pipe, query, 0)
+    try:
+        replies = pipe.execute()
+    except redis.ResponseError as exc:
+        if "no such index" in str(exc).lower():
+            raise ArchiverError(
+                f"Redis has no search index {index!r}, which langgraph-checkpoint-redis creates in its "
+                "setup(); check REDIS_URL and the ARCHIVER key prefixes."
+            ) from None
+        raise
     results = []
-    for query, reply in zip(queries, pipe.execute()):
+    for query, reply in zip(queries, replies):
         total, found = _search_page(reply)
         offset = SEARCH_PAGE
         while offset < total:

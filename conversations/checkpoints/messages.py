@@ -89,23 +89,62 @@ def may_hold_nul(raw: bytes | None) -> bool:
     return raw is not None and b"\\u0000" in raw
 
 
+# The channel that holds a run's input until LangGraph's first step applies it.
+START_CHANNEL = "__start__"
+
+
 def parse_state(channel_values: Any, fields: dict[str, str]) -> State:
-    """Read the archived fields of a state dict; `fields` names the state keys to use."""
+    """Read the archived fields of a state dict; `fields` names the state keys to use.
+
+    When the checkpoint is a run's input checkpoint (the bot stopped before LangGraph applied
+    the input), the new messages are still in the `__start__` channel: they are read too and
+    appended, as LangGraph would when it resumes, so a user's last message is never dropped.
+    """
     if not isinstance(channel_values, dict):
         raise MalformedCheckpoint(f"the state is a {type(channel_values).__name__}, not an object")
     raw_messages = channel_values.get(fields["messages"])
+    start = channel_values.get(START_CHANNEL)
+    if raw_messages is None and isinstance(start, dict):
+        raw_messages = []
     if raw_messages is None:
         raise MalformedCheckpoint(f"the state has no {fields['messages']!r} list")
     if not isinstance(raw_messages, list):
         raise MalformedCheckpoint(f"{fields['messages']!r} is a {type(raw_messages).__name__}, not a list")
-    if not raw_messages:
-        raise MalformedCheckpoint(f"the state's {fields['messages']!r} list is empty")
-    return State(
+    state = State(
         messages=[parse_message(m, i) for i, m in enumerate(raw_messages)],
         conversation_id=_optional_id(channel_values, fields["conversation_id"]),
         customer_id=_optional_id(channel_values, fields["customer_id"]),
         summary=_optional_text(channel_values, fields["summary"]),
     )
+    if isinstance(start, dict):
+        state.messages = merge_messages(state.messages, _input_messages(start.get(fields["messages"])))
+        for attr in ("conversation_id", "customer_id"):
+            state_value = _optional_id(start, fields[attr])
+            if state_value is not None:
+                setattr(state, attr, state_value)
+        if _optional_text(start, fields["summary"]) is not None:
+            state.summary = start[fields["summary"]]
+    if not state.messages:
+        raise MalformedCheckpoint(f"the state's {fields['messages']!r} list is empty")
+    return state
+
+
+def _input_messages(raw: Any) -> list[Message]:
+    """A run's input messages, in the forms LangGraph accepts: message dicts, a plain string
+    (a human message) or a (role, text) pair."""
+    items = raw if isinstance(raw, list) and not _is_pair(raw) else ([] if raw is None else [raw])
+    messages = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            item = {"role": "human", "content": item}
+        elif _is_pair(item):
+            item = {"role": item[0], "content": item[1]}
+        messages.append(parse_message(item, i))
+    return messages
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
 
 
 def parse_message(raw: Any, index: int) -> Message:
