@@ -6,7 +6,11 @@ for the web admin; the archive commands themselves need neither.
 """
 
 import os
+import shlex
+import sys
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 from archive_site.env import database_from_env, env_bool, env_int, env_list
 
@@ -36,6 +40,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files from STATIC_ROOT under gunicorn (no separate web server).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -74,6 +80,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Compressed copies for whitenoise. Not the manifest (hashed-name) variant: that one makes every
+# {% static %} fail until collectstatic has run, which would break tests that render the admin.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # The archiver's own settings; conversations/conf.py documents each key and its default.
 ARCHIVER = {
@@ -97,3 +109,53 @@ LOGGING = {
         "conversations": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+
+# ============================================================================================
+# Scheduling (django-crontab): the crontab that docker/entrypoint.sh installs in the archiver
+# container. Keep this block last.
+#
+# cron starts a job with an almost empty environment and cuts a crontab line at every "%", so
+# no setting value is ever written into a line. Each line runs docker/cron-job.sh, which first
+# sends the job's output to the container's stdout/stderr, then restores the container's
+# environment from ARCHIVER_CRON_ENV_FILE (written by the entrypoint, every value shell-quoted,
+# mode 600) and drops root for ARCHIVER_CRON_USER. django-crontab only logs a job's exception
+# and exits 0, and "crontab add" exits 0 even when no crontab was installed: the entrypoint
+# checks "crontab -l" afterwards, and the health file is what monitoring watches.
+# ============================================================================================
+ARCHIVE_SCHEDULES = {"60": "0 * * * *", "30": "*/30 * * * *", "15": "*/15 * * * *"}
+_schedule_minutes = os.environ.get("ARCHIVER_SCHEDULE_MINUTES", "").strip() or "60"
+if _schedule_minutes not in ARCHIVE_SCHEDULES:
+    raise ImproperlyConfigured(
+        f"ARCHIVER_SCHEDULE_MINUTES={_schedule_minutes!r} is not supported; use 60 (hourly at :00), "
+        "30 (at :00 and :30) or 15 (every quarter hour)."
+    )
+ARCHIVER["SCHEDULE_MINUTES"] = int(_schedule_minutes)
+ARCHIVER["HEALTH_MAX_AGE_MINUTES"] = env_int("ARCHIVER_HEALTH_MAX_AGE_MINUTES", 90)
+
+CRONJOBS = [
+    (ARCHIVE_SCHEDULES[_schedule_minutes], "django.core.management.call_command", ["archive_checkpoints"]),
+    # Daily at a quiet hour of the container's time zone (TZ=Europe/Madrid in the image); 03:30
+    # happens exactly once on both daylight-saving change days. purge_history's own default
+    # decides how much is kept.
+    ("30 3 * * *", "django.core.management.call_command", ["purge_history"]),
+]
+CRONTAB_COMMAND_PREFIX = " ".join(
+    shlex.quote(str(part))
+    for part in (
+        BASE_DIR / "docker" / "cron-job.sh",
+        os.environ.get("ARCHIVER_CRON_ENV_FILE", "").strip() or BASE_DIR / ".cron-env",
+    )
+)
+CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
+CRONTAB_DJANGO_PROJECT_NAME = "archive_site"  # names the jobs' comment, whatever the settings module
+CRONTAB_EXECUTABLE = "crontab"  # looked up on PATH (the tests put a stand-in first)
+# No CRONTAB_DJANGO_SETTINGS_MODULE: a job uses the DJANGO_SETTINGS_MODULE of the restored
+# environment, or manage.py's default.
+for _name, _value in (
+    ("the app folder or ARCHIVER_CRON_ENV_FILE", CRONTAB_COMMAND_PREFIX),
+    ("the Python path", sys.executable),
+):
+    if "%" in _value or "\n" in _value:
+        raise ImproperlyConfigured(
+            f"{_name} ({_value!r}) holds '%' or a newline, which cron cannot take in a crontab line."
+        )

@@ -25,6 +25,11 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_ATTEMPTS": 2,
     "RETRY_DELAY_SECONDS": 5,
     "HEALTH_FILE": "/tmp/archiver_health.json",
+    # How often cron starts archive_checkpoints (60, 30 or 15; settings.py turns it into the
+    # crontab schedule), and how old the health file's last_run may be before
+    # check_archiver_health fails (never less than one interval plus 30 minutes).
+    "SCHEDULE_MINUTES": 60,
+    "HEALTH_MAX_AGE_MINUTES": 90,
     # Which layouts are read: "redis" (RedisSaver/AsyncRedisSaver), "shallow"
     # (the shallow savers) and "plain" (langgraph:checkpoint:{conversation_id}:{ns} strings).
     "LAYOUTS": ("redis", "shallow", "plain"),
