@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
@@ -71,6 +72,12 @@ class PurgeReport:
     conversation_records: int = 0
     runs: int = 0
     exported_to: Path | None = None
+    batches: int = 0
+    longest_batch_s: float = 0.0
+
+    def timed_batch(self, seconds: float) -> None:
+        self.batches += 1
+        self.longest_batch_s = max(self.longest_batch_s, seconds)
 
     def summary(self) -> str:
         verb = "Would delete" if self.dry_run else "Deleted"
@@ -89,6 +96,8 @@ class PurgeReport:
         )
         if self.exported_to:
             text += f"; exported to {self.exported_to}"
+        if self.batches:
+            text += f"; {self.batches} delete transactions, the longest {self.longest_batch_s:.2f}s"
         return text + "."
 
 
@@ -120,41 +129,52 @@ def purge(
     if export is not None:
         exported = export_rows(cutoff, export)
         report.exported_to = export
-        report.messages = _delete_exported(export, cutoff, batch_size, progress)
+        report.messages = _delete_exported(export, cutoff, batch_size, progress, report)
         if report.messages != exported:
             logger.warning("%d exported rows were no longer there to delete", exported - report.messages)
     else:
         report.messages = _delete_in_batches(
-            ConversationHistory.objects.filter(timestamp__lt=cutoff), batch_size, progress, "messages"
+            ConversationHistory.objects.filter(timestamp__lt=cutoff), batch_size, progress, "messages", report
         )
-    report.conversation_records = _refresh_conversation_records(cutoff)
+    report.conversation_records = _refresh_conversation_records(cutoff, report)
     report.quarantined = _delete_in_batches(
-        QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff), batch_size, progress, "quarantined checkpoints"
+        QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff), batch_size, progress, "quarantined checkpoints", report
     )
-    report.runs = _delete_in_batches(ArchiveRun.objects.filter(started_at__lt=cutoff), batch_size, progress, "run records")
+    report.runs = _delete_in_batches(
+        ArchiveRun.objects.filter(started_at__lt=cutoff), batch_size, progress, "run records", report
+    )
     logger.info("%s", report.summary())
     return report
 
 
-def _delete_in_batches(queryset: Any, batch_size: int, progress: Callable[[str], None] | None, what: str) -> int:
+def _delete_in_batches(
+    queryset: Any,
+    batch_size: int,
+    progress: Callable[[str], None] | None,
+    what: str,
+    report: PurgeReport | None = None,
+) -> int:
     """Delete what the queryset selects, `batch_size` rows per transaction, until none is left."""
     total = 0
     model = queryset.model
     while True:
+        began = time.monotonic()
         with transaction.atomic():
             ids = list(queryset.values_list("pk", flat=True)[:batch_size])
             if not ids:
                 return total
             deleted, _ = model.objects.filter(pk__in=ids).delete()
+        if report is not None:
+            report.timed_batch(time.monotonic() - began)
         total += deleted
         if progress:
             progress(f"deleted {total} {what}")
 
 
-def _refresh_conversation_records(cutoff: datetime) -> int:
+def _refresh_conversation_records(cutoff: datetime, report: PurgeReport) -> int:
     """Drop the records of conversations with no message left; recount the partly purged ones."""
     gone = ArchivedConversation.objects.filter(last_message_at__lt=cutoff)
-    deleted = _delete_in_batches(gone, DELETE_BATCH, None, "conversation records")
+    deleted = _delete_in_batches(gone, DELETE_BATCH, None, "conversation records", report)
     partial = ArchivedConversation.objects.filter(first_message_at__lt=cutoff).values_list("conversation_id", flat=True)
     for conversation_id in partial.iterator():
         rows = ConversationHistory.objects.filter(conversation_id=conversation_id)
@@ -234,24 +254,29 @@ def _exported_ids(path: Path, gz: bool) -> Iterator[int]:
             yield int(json.loads(line)["id"])
 
 
-def _delete_exported(path: Path, cutoff: datetime, batch_size: int, progress: Callable[[str], None] | None) -> int:
+def _delete_exported(
+    path: Path, cutoff: datetime, batch_size: int, progress: Callable[[str], None] | None, report: PurgeReport
+) -> int:
     total = 0
     batch: list[int] = []
     for row_id in _exported_ids(path, path.name.endswith(".gz")):
         batch.append(row_id)
         if len(batch) >= batch_size:
-            total += _delete_ids(batch, cutoff)
+            total += _delete_ids(batch, cutoff, report)
             batch = []
             if progress:
                 progress(f"deleted {total} messages")
     if batch:
-        total += _delete_ids(batch, cutoff)
+        total += _delete_ids(batch, cutoff, report)
     return total
 
 
-def _delete_ids(ids: list[int], cutoff: datetime) -> int:
+def _delete_ids(ids: list[int], cutoff: datetime, report: PurgeReport) -> int:
+    began = time.monotonic()
     with transaction.atomic():
-        return ConversationHistory.objects.filter(pk__in=ids, timestamp__lt=cutoff).delete()[0]
+        deleted = ConversationHistory.objects.filter(pk__in=ids, timestamp__lt=cutoff).delete()[0]
+    report.timed_batch(time.monotonic() - began)
+    return deleted
 
 
 # --- erasure ------------------------------------------------------------------------------

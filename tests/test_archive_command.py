@@ -234,3 +234,28 @@ def test_unwritable_health_file_is_an_error_not_a_loss(plain_redis, settings, tm
 def _database_url() -> str:
     s = connection.settings_dict
     return f"postgresql://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def test_the_embedded_sqlite_default_runs_the_main_job(plain_redis, tmp_path):
+    """A newcomer without a database server: DATABASE_URL unset means an SQLite file."""
+    import sqlite3
+
+    seed(plain_redis)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        DJANGO_SETTINGS_MODULE="archive_site.settings",
+        REDIS_URL=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"),
+        ARCHIVER_HEALTH_FILE=str(tmp_path / "health.json"),
+    )
+    database = tmp_path / "archive.sqlite3"
+    env["DATABASE_URL"] = f"sqlite:///{database}"
+    for command in (["migrate", "-v", "0"], ["archive_checkpoints"], ["archive_checkpoints"]):
+        result = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Archived 0 conversations")  # the second run found nothing left
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT position, role, content, customer_id FROM conversation_history ORDER BY position").fetchall()
+        facts = db.execute("SELECT message_count, customer_id FROM archived_conversation").fetchall()
+    assert rows == [(0, "human", "hola", "c1"), (1, "ai", "buenas", "c1")]
+    assert facts == [(2, "c1")]
+    assert not plain_redis.exists(KEY)
