@@ -10,8 +10,6 @@ atomically (a temporary file in the same folder, then a rename), so a reader nev
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from django.utils import timezone
 
 from conversations import conf
+from conversations.files import write_atomically
 
 
 def health_path() -> Path:
@@ -39,21 +38,7 @@ def health_document(last_run: datetime, healthy: bool, checkpoints: int, message
 def write_health(document: dict[str, Any], path: Path | None = None) -> Path:
     """Replace the health file in one step; raises OSError when the folder is not writable."""
     path = path or health_path()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, json.dumps(document, indent=2) + "\n", mode=0o644)
     return path
 
 

@@ -23,12 +23,14 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(APP_DIR))
+
+from conversations.files import write_atomically  # noqa: E402  (needs APP_DIR on the path)
 
 # Variables that belong to the shell or the login rather than to the app: cron and
 # cron-job.sh set their own.
@@ -50,24 +52,11 @@ def env_file_text(environ: Mapping[str, str]) -> str:
 
 
 def write_env(path: Path, environ: Mapping[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 600
-    try:
-        # surrogateescape writes back undecodable bytes of the environment unchanged.
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(env_file_text(environ))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Mode 600; surrogateescape writes back undecodable bytes of the environment unchanged.
+    write_atomically(path, env_file_text(environ), errors="surrogateescape")
 
 
 def _django() -> None:
-    sys.path.insert(0, str(APP_DIR))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "archive_site.settings")
     import django
 
