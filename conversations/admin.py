@@ -61,6 +61,16 @@ def local_time(value: datetime | None) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def local_time_column(field: str, description: str, sortable: bool = False) -> Any:
+    """An admin column showing a time field in the site's zone, optionally sortable by it."""
+
+    @admin.display(description=description, ordering=field if sortable else None)
+    def column(model_admin: admin.ModelAdmin, obj: Any) -> str:
+        return local_time(getattr(obj, field))
+
+    return column
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
@@ -229,9 +239,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
             return queryset.filter(exact), False
         return filter_by_words(queryset, term), False
 
-    @admin.display(description="when", ordering="timestamp")
-    def when(self, obj: ConversationHistory) -> str:
-        return local_time(obj.timestamp)
+    when = local_time_column("timestamp", "when", sortable=True)
 
     @admin.display(description="conversation", ordering="conversation_id")
     def conversation(self, obj: ConversationHistory) -> str:
@@ -255,13 +263,9 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         url = transcript_url(obj.conversation_id, obj.position)
         return format_html('<a href="{}">Open the whole conversation</a>', url)
 
-    @admin.display(description="timestamp")
-    def local_timestamp(self, obj: ConversationHistory) -> str:
-        return local_time(obj.timestamp)
+    local_timestamp = local_time_column("timestamp", "timestamp")
 
-    @admin.display(description="archived at")
-    def local_archived_at(self, obj: ConversationHistory) -> str:
-        return local_time(obj.archived_at)
+    local_archived_at = local_time_column("archived_at", "archived at")
 
     @admin.display(description="content")
     def content_text(self, obj: ConversationHistory) -> str:
@@ -338,21 +342,13 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
     def summary_text(self, obj: ArchivedConversation) -> str:
         return format_html('<pre class="message-text">{}</pre>', obj.summary) if obj.summary else "-"
 
-    @admin.display(description="first message", ordering="first_message_at")
-    def first_message(self, obj: ArchivedConversation) -> str:
-        return local_time(obj.first_message_at)
+    first_message = local_time_column("first_message_at", "first message", sortable=True)
 
-    @admin.display(description="last message", ordering="last_message_at")
-    def last_message(self, obj: ArchivedConversation) -> str:
-        return local_time(obj.last_message_at)
+    last_message = local_time_column("last_message_at", "last message", sortable=True)
 
-    @admin.display(description="first archived")
-    def first_archived(self, obj: ArchivedConversation) -> str:
-        return local_time(obj.first_archived_at)
+    first_archived = local_time_column("first_archived_at", "first archived")
 
-    @admin.display(description="last archived")
-    def last_archived(self, obj: ArchivedConversation) -> str:
-        return local_time(obj.last_archived_at)
+    last_archived = local_time_column("last_archived_at", "last archived")
 
 
 @admin.register(ArchiveRun)
@@ -384,13 +380,9 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj: ArchiveRun) -> str:
-        return local_time(obj.started_at)
+    started = local_time_column("started_at", "started", sortable=True)
 
-    @admin.display(description="finished", ordering="finished_at")
-    def finished(self, obj: ArchiveRun) -> str:
-        return local_time(obj.finished_at)
+    finished = local_time_column("finished_at", "finished", sortable=True)
 
     @admin.display(description="error messages")
     def error_text(self, obj: ArchiveRun) -> str:
@@ -442,9 +434,7 @@ class QuarantinedCheckpointAdmin(ReadOnlyAdmin):
         # its one value when it shows it.
         return super().get_queryset(request).defer("raw_value")
 
-    @admin.display(description="quarantined at", ordering="quarantined_at")
-    def quarantined(self, obj: QuarantinedCheckpoint) -> str:
-        return local_time(obj.quarantined_at)
+    quarantined = local_time_column("quarantined_at", "quarantined at", sortable=True)
 
     @admin.display(description="error")
     def error_excerpt(self, obj: QuarantinedCheckpoint) -> str:
