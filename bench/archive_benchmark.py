@@ -84,6 +84,14 @@ def conversation(rng: random.Random, size: int) -> list[dict[str, Any]]:
     return messages
 
 
+def checkpoint_id(ts: datetime, rng: random.Random) -> str:
+    """An id shaped like LangGraph's (uuid6): its text sorts by creation time, which the
+    archiver relies on, as LangGraph does."""
+    ticks = f"{int(ts.timestamp() * 10_000_000):015x}"[-15:]
+    tail = f"{rng.getrandbits(64):016x}"
+    return f"{ticks[:8]}-{ticks[8:12]}-6{ticks[12:]}-{tail[:4]}-{tail[4:]}"
+
+
 def checkpoint(thread: str, cid: str, parent: str, ts: datetime, messages: list[dict[str, Any]], customer: str) -> dict[str, Any]:
     return {
         "thread_id": thread,
@@ -121,8 +129,8 @@ def seed(client: redis.Redis, messages_wanted: int, rng: random.Random) -> tuple
             parent = ""
             for turn_end in range(2, size + 2, 2):
                 held = messages[: min(turn_end, size)]
-                cid = str(uuid.UUID(int=rng.getrandbits(128)))
                 ts = start + timedelta(minutes=turn_end)
+                cid = checkpoint_id(ts, rng)
                 pipe.execute_command("JSON.SET", f"checkpoint:{thread}:__empty__:{cid}", "$", json.dumps(checkpoint(thread, cid, parent, ts, held, customer), ensure_ascii=False))
                 parent = cid
             pipe.set(f"checkpoint_latest:{thread}:__empty__", f"checkpoint:{thread}:__empty__:{parent}")
@@ -205,19 +213,29 @@ def limit_copy(rows: list[tuple[Any, ...]]) -> float:
 
 
 def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Run a process; return its wall time, its peak RSS in MB (wait4) and its last output line."""
+    """Run a process; return its wall time, its peak RSS in MB and its last output line.
+
+    The peak is the child's own VmHWM, sampled until it exits: wait4's ru_maxrss would also
+    count the pages it inherited from this (large) process when it was forked."""
+    peak = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.perf_counter()
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                hwm = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+                peak = max(peak, int(hwm.split()[1]) // 1024)
+            except (OSError, StopIteration, ValueError):
+                pass
+            time.sleep(0.02)
         elapsed = time.perf_counter() - began
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{stdout}\n{stderr[-3000:]}")
-    return elapsed, usage.ru_maxrss // 1024, stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    return elapsed, peak, stdout.strip().splitlines()[-1] if stdout.strip() else ""
 
 
 def django_env(health: Path) -> dict[str, str]:

@@ -16,6 +16,8 @@ Safety design:
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,10 +124,16 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
         client = connect()
         with run_lock(client, skip=opts.dry_run) as renew:
             run = None if opts.dry_run else _record_start(report)
-            for layout in enabled_layouts():
-                for keys in scan_batches(client, layout, opts.batch_size):
-                    archive_batch(client, layout, keys, opts, report, progress)
-                    renew()
+            writer = BatchWriter(client, opts, report)
+            try:
+                for layout in enabled_layouts():
+                    for keys in scan_batches(client, layout, opts.batch_size):
+                        batch = read_batch(client, layout, keys, opts, report, progress)
+                        if batch is not None:
+                            writer.submit(batch)
+                        renew()
+            finally:
+                writer.close()
     except RunInProgress:
         raise
     except ArchiverError as exc:  # Redis unreachable, or set up otherwise than expected
@@ -166,14 +174,26 @@ def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[lis
             yield batch
 
 
-def archive_batch(
+@dataclass
+class Batch:
+    """What one batch read from Redis: the due conversations and the unreadable values."""
+
+    layout: Layout
+    keys: int
+    conversations: list[Conversation]
+    broken: list[Broken]
+    began: float
+
+
+def read_batch(
     client: redis.Redis,
     layout: Layout,
     keys: list[str],
     opts: Options,
     report: RunReport,
     progress: Callable[[str], None] | None = None,
-) -> None:
+) -> Batch | None:
+    """Read a batch of keys; a dry run only reports it (and returns None)."""
     began = time.monotonic()
     with redis_errors():
         candidates, broken = layout.probe(client, keys)
@@ -198,10 +218,15 @@ def archive_batch(
         for b in broken:
             if b.counted:
                 _say(progress, f"would quarantine {b.key}: {b.error}")
-        return
+        return None
+    return Batch(layout, len(keys), conversations, broken, began)
 
-    _quarantine(broken, opts, report)
-    written = _write(client, layout, conversations, opts, report)
+
+def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
+    """Quarantine, write, and only then delete what was written."""
+    layout = batch.layout
+    _quarantine(batch.broken, opts, report)
+    written = _write(client, layout, batch.conversations, opts, report)
     archived = deferred = 0
     with redis_errors():
         removed = layout.delete_many(client, written) if written else []
@@ -218,13 +243,62 @@ def archive_batch(
     report.deferred += deferred
     logger.info(
         "Batch of %d keys (%s): %d archived, %d deferred, %d unreadable in %.2fs",
-        len(keys),
+        batch.keys,
         layout.name,
         archived,
         deferred,
-        sum(1 for b in broken if b.counted),
-        time.monotonic() - began,
+        sum(1 for b in batch.broken if b.counted),
+        time.monotonic() - batch.began,
     )
+
+
+class BatchWriter:
+    """Stores batches on a thread of its own, so reading the next batch from Redis overlaps
+    with PostgreSQL's work on this one: a run then takes about as long as the slower of the
+    two, not their sum.
+
+    Safety design: one thread does every write and every delete, in order, so a batch's keys
+    are still deleted only after its own transaction committed. At most one batch waits
+    while one is being stored, so memory stays bounded. The first failure of the thread
+    (anything, even SystemExit) stops the storing of later batches and is raised in the
+    run's thread at the next submit or at close; read batches that were never stored simply
+    stay in Redis.
+    """
+
+    def __init__(self, client: redis.Redis, opts: Options, report: RunReport) -> None:
+        self.client, self.opts, self.report = client, opts, report
+        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self.failure: BaseException | None = None
+        self.stopped = False  # set on the first failure, never cleared
+        self.thread = threading.Thread(target=self._work, name="archive-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, batch: Batch) -> None:
+        self._raise_failure()
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        """Wait for the batches handed over; raise the thread's failure, if any."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+
+    def _work(self) -> None:
+        try:
+            while (batch := self.queue.get()) is not None:
+                if not self.stopped:
+                    try:
+                        store_batch(self.client, batch, self.opts, self.report)
+                    except BaseException as exc:  # handed to the run's thread, which decides
+                        self.stopped = True
+                        self.failure = exc
+        finally:
+            connection.close()  # this thread's own database connection
 
 
 def _write(
