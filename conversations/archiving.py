@@ -76,7 +76,7 @@ class RunReport:
     def error(self, message: str) -> None:
         self.errors += 1
         if len(self.error_messages) < MAX_RECORDED_ERRORS:
-            self.error_messages.append(message)
+            self.error_messages.append(storage.printable(message))
 
     def summary(self) -> str:
         if self.dry_run:
@@ -145,7 +145,6 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
     report.finished_at = timezone.now()
     logger.info("Completed archival run in %.2fs", report.duration)
     if not opts.dry_run:
-        _record_finish(run, report)
         try:
             write_health(
                 health_document(report.started_at, report.healthy, report.archived, report.messages, report.errors)
@@ -153,6 +152,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
         except OSError as exc:
             logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
             report.error(f"health file: {exc}")
+        _record_finish(run, report)  # after the health file, so the record counts its failure too
     return report
 
 
@@ -311,7 +311,7 @@ def _write(
         added = storage.with_retry(lambda: storage.write_conversations(conversations, opts.now), "archiving a batch")
     except ProgrammingError as exc:
         raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
-    except DatabaseError as exc:
+    except (DatabaseError, *storage.UNSTORABLE) as exc:
         if not storage.is_data_error(exc) or len(conversations) == 1:
             return _failed(client, conversations, exc, report, quarantine=storage.is_data_error(exc), opts=opts)
         # One conversation's rows broke the batch: write them one by one to find it.

@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from conversations import conf
 from conversations.checkpoints.base import Broken, Conversation
@@ -56,6 +56,14 @@ STAGING = "conversation_history_staging"
 NewRow = tuple[Conversation, Any, str, datetime, int]
 # Errors worth another attempt: the connection or the server, not the data.
 RETRYABLE = (OperationalError, InterfaceError)
+# Values that cannot be stored, found only while the rows are formatted or sent: text with a
+# lone surrogate (read from JSON, or a key name that is not UTF-8), JSON nested deeper than
+# orjson writes (255) or json.dumps recurses. Like a row the database refused, they quarantine
+# their own conversation instead of failing the batch on every run.
+UNSTORABLE = (UnicodeError, orjson.JSONEncodeError, RecursionError)
+# SQLSTATE class 54, "program limit exceeded": a value too big for an index entry (a 3 kB id)
+# or for the content search's tsvector (megabytes of distinct words). Data, not the server.
+PROGRAM_LIMIT_EXCEEDED = "54"
 
 
 def with_retry(action: Callable[[], T], what: str) -> T:
@@ -76,7 +84,7 @@ def with_retry(action: Callable[[], T], what: str) -> T:
     retrying = Retrying(
         stop=stop_after_attempt(max(1, int(conf.get("RETRY_ATTEMPTS")))),
         wait=wait_fixed(conf.get("RETRY_DELAY_SECONDS")),
-        retry=retry_if_exception_type(RETRYABLE),
+        retry=retry_if_exception(lambda exc: isinstance(exc, RETRYABLE) and not is_data_error(exc)),
         before_sleep=before_sleep,
         sleep=lambda seconds: pause(seconds),
         reraise=True,
@@ -286,18 +294,18 @@ def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:
     digests = {id(b): hashlib.sha1(b.raw_value).hexdigest() for b in keep}
     with transaction.atomic():
         present = set(
-            QuarantinedCheckpoint.objects.filter(key__in={b.key for b in keep}).values_list("key", "value_sha1")
+            QuarantinedCheckpoint.objects.filter(key__in={printable(b.key) for b in keep}).values_list("key", "value_sha1")
         )
-        new = [b for b in keep if (b.key, digests[id(b)]) not in present]
+        new = [b for b in keep if (printable(b.key), digests[id(b)]) not in present]
         QuarantinedCheckpoint.objects.bulk_create(
             [
                 QuarantinedCheckpoint(
-                    key=b.key,
+                    key=printable(b.key),
                     source=b.source,
                     redis_type=b.redis_type,
                     raw_value=b.raw_value,
                     value_sha1=digests[id(b)],
-                    error=b.error,
+                    error=printable(b.error),
                     quarantined_at=now,
                 )
                 for b in new
@@ -307,8 +315,16 @@ def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:
     return new
 
 
-def is_data_error(exc: DatabaseError) -> bool:
+def is_data_error(exc: BaseException) -> bool:
     """An error caused by the rows themselves, as opposed to the server or the schema."""
     from django.db import DataError, IntegrityError
 
-    return isinstance(exc, (DataError, IntegrityError))
+    if isinstance(exc, (DataError, IntegrityError, *UNSTORABLE)):
+        return True
+    return str(getattr(exc.__cause__, "sqlstate", "") or "").startswith(PROGRAM_LIMIT_EXCEEDED)
+
+
+def printable(text: str) -> str:
+    """Text PostgreSQL can store, for key names and messages that may hold what it cannot (a
+    key name that is not UTF-8, a lone surrogate, a NUL): those become backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

@@ -9,6 +9,7 @@ never with the number of conversations.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from conversations.checkpoints.messages import (
     parse_json,
 )
 from conversations.exceptions import ArchiverError, MalformedCheckpoint
+
+logger = logging.getLogger(__name__)
 
 EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
 # How many keys one UNLINK gets inside the delete scripts (Lua's unpack has a limit).
@@ -282,8 +285,10 @@ def _search_page(reply: Any) -> tuple[int, Found]:
     return reply[0], found
 
 
-def search_many(client: redis.Redis, index: str, queries: list[str], fields: tuple[str, ...] = ()) -> list[Found]:
-    """What each FT.SEARCH query matches: (key, {field: value}) for the `fields` asked for.
+def search_many(client: redis.Redis, index: str, queries: list[str], fields: tuple[str, ...] = ()) -> list[Found | None]:
+    """What each FT.SEARCH query matches: (key, {field: value}) for the `fields` asked for, or
+    None for a query the index refuses: RediSearch cannot parse the tags of some thread ids the
+    savers accept (empty, "_", control characters), and one such thread must not stop the run.
     First pages in one pipeline; the rare longer results paged one by one."""
     shape = ["RETURN", len(fields), *fields] if fields else ["NOCONTENT"]
 
@@ -293,17 +298,17 @@ def search_many(client: redis.Redis, index: str, queries: list[str], fields: tup
     pipe = client.pipeline(transaction=False)
     for query in queries:
         page(pipe, query, 0)
-    try:
-        replies = pipe.execute()
-    except redis.ResponseError as exc:
-        if "no such index" in str(exc).lower():
-            raise ArchiverError(
-                f"Redis has no search index {index!r}, which langgraph-checkpoint-redis creates in its "
-                "setup(); check REDIS_URL and the ARCHIVER key prefixes."
-            ) from None
-        raise
-    results = []
+    replies = pipe.execute(raise_on_error=False)
+    results: list[Found | None] = []
     for query, reply in zip(queries, replies):
+        if isinstance(reply, redis.ResponseError):
+            if "no such index" in str(reply).lower():
+                raise ArchiverError(
+                    f"Redis has no search index {index!r}, which langgraph-checkpoint-redis creates in its "
+                    "setup(); check REDIS_URL and the ARCHIVER key prefixes."
+                ) from None
+            results.append(None)
+            continue
         total, found = _search_page(reply)
         offset = SEARCH_PAGE
         while offset < total:
@@ -318,3 +323,33 @@ def search_many(client: redis.Redis, index: str, queries: list[str], fields: tup
 
 def thread_query(thread: str) -> str:
     return "@thread_id:{%s}" % escape_tag(thread)
+
+
+# What the deletes ask the search index about each document: whose it is and how new.
+DOCUMENT_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id")
+
+
+def search_threads(client: redis.Redis, index: str, threads: list[str]) -> list[Found | None]:
+    """Each thread's own documents in `index`, with DOCUMENT_FIELDS; None where the index
+    cannot be asked (see search_many): the caller then leaves the thread alone.
+
+    The savers' TAG index matches without case and splits values at commas, so a query for
+    "Conv-A" also returns "conv-a"'s documents and one for "x" returns "x,y"'s: only documents
+    whose thread_id is exactly the thread are kept (deleting the others lost conversations).
+    """
+    found = search_many(client, index, [thread_query(t) for t in threads], DOCUMENT_FIELDS)
+    return [None if f is None else [(key, fields) for key, fields in f if fields.get("thread_id") == t] for t, f in zip(threads, found)]
+
+
+def listed(conversation: Conversation, documents: Found | None, writes: Found | None) -> bool:
+    """Whether the search listed the conversation's own newest checkpoint: only then can all of
+    its thread's keys be found. RediSearch cannot match some tags the savers accept (a comma,
+    whitespace around them, control characters, an empty one); deleting what is known of such a
+    thread would leave the rest behind for good, so it stays whole, archived, until it expires."""
+    if documents is not None and writes is not None and any(k == conversation.candidate.checkpoint_key for k, _ in documents):
+        return True
+    logger.warning(
+        "The search index does not list the documents of thread %r; it stays in Redis (archived) until it expires",
+        conversation.candidate.thread_id,
+    )
+    return False

@@ -25,6 +25,9 @@ def connect(url: str | None = None) -> redis.Redis:
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_timeout=READ_TIMEOUT_SECONDS,
             decode_responses=False,
+            # Key names are bytes; decode() reads one that is not UTF-8 with surrogateescape, and
+            # this sends it back unchanged (strict would fail the whole batch on it).
+            encoding_errors="surrogateescape",
             protocol=2,  # the same reply shapes on every redis-py release (8.x defaults to RESP3)
         )
     except ValueError as exc:

@@ -80,7 +80,7 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         if _LONG_NUMBER.search(data):
             return json.loads(data.decode("utf-8"))
         return orjson.loads(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: nesting too deep for json.loads
         raise MalformedCheckpoint(f"{what} is not JSON: {exc}") from None
 
 

@@ -30,10 +30,12 @@ from conversations.checkpoints.base import (
     entry_times,
     first,
     json_paths,
+    listed,
     pending_messages,
     escape_tag,
+    Found,
     search_many,
-    thread_query,
+    search_threads,
     ttl_seconds,
 )
 from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
@@ -207,6 +209,7 @@ class SaverLayout(Layout):
         found = search_many(client, self.checkpoint, queries, ("checkpoint_id", "parent_checkpoint_id"))
         chains: list[list[str]] = []
         for conversation, documents in zip(conversations, found):
+            documents = documents or []  # None: the index cannot be asked about this thread id
             parents = {f.get("checkpoint_id", ""): f.get("parent_checkpoint_id", "") for _, f in documents}
             chain, cursor = [], conversation.checkpoint_id
             while cursor and cursor in parents and len(chain) <= len(parents):
@@ -257,12 +260,27 @@ class SaverLayout(Layout):
         return first + sorted(keys - set(first))
 
     def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
-        queries = [thread_query(c.candidate.thread_id) for c in conversations]
-        checkpoints = search_many(client, self.checkpoint, queries)
-        writes = search_many(client, self.write, queries)
+        threads = [c.candidate.thread_id for c in conversations]
+        checkpoints = search_threads(client, self.checkpoint, threads)
+        writes = search_threads(client, self.write, threads)
         script = client.register_script(DELETE_IF_UNCHANGED)
         pipe = client.pipeline(transaction=False)
+        changed = []
         for conversation, found, written in zip(conversations, checkpoints, writes):
-            keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
-            script(keys=keys, args=conversation.guard, client=pipe)
-        return [result != 0 for result in pipe.execute()]  # -1: the thread expired on its own meanwhile
+            changed.append(not listed(conversation, found, written) or self.written_since_read(conversation, found or [], written or []))
+            if found is not None and written is not None and not changed[-1]:
+                keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
+                script(keys=keys, args=conversation.guard, client=pipe)
+        results = iter(pipe.execute())
+        return [not c and next(results) != 0 for c in changed]  # -1: the thread expired on its own meanwhile
+
+    def written_since_read(self, conversation: Conversation, checkpoints: Found, writes: Found) -> bool:
+        """Whether the search found what the script's guard cannot see yet. RedisSaver.put stores a
+        new checkpoint (searchable at once) before it moves the latest pointer, and put_writes
+        stores a write before it registers it: deleting those would lose what only they hold.
+        Checkpoint ids sort by time (uuid6), as LangGraph itself relies on."""
+        archived = conversation.checkpoint_id
+        if any(f.get("checkpoint_ns") == EMPTY_NS and f.get("checkpoint_id", "") > archived for _, f in checkpoints):
+            return True
+        ids = [f.get("checkpoint_id", "") for _, f in writes if f.get("checkpoint_ns") == EMPTY_NS]
+        return any(cid > archived for cid in ids) or ids.count(archived) > int(conversation.guard[1])

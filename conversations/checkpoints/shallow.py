@@ -30,9 +30,9 @@ from conversations.checkpoints.base import (
     entry_times,
     first,
     json_paths,
+    listed,
     pending_messages,
-    search_many,
-    thread_query,
+    search_threads,
     ttl_seconds,
 )
 from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
@@ -171,15 +171,25 @@ class ShallowLayout(Layout):
         return first + sorted(keys - set(first))
 
     def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
-        queries = [thread_query(c.candidate.thread_id) for c in conversations]
-        documents = search_many(client, self.checkpoint, queries)
-        writes = search_many(client, self.write, queries)
+        threads = [c.candidate.thread_id for c in conversations]
+        documents = search_threads(client, self.checkpoint, threads)
+        writes = search_threads(client, self.write, threads)
         script = client.register_script(DELETE_IF_UNCHANGED)
         pipe = client.pipeline(transaction=False)
+        changed = []
         for conversation, found, written in zip(conversations, documents, writes):
-            keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
-            script(keys=keys, args=conversation.guard, client=pipe)
-        return [result != 0 for result in pipe.execute()]
+            # A pending write stored but not yet registered (the saver registers it afterwards)
+            # is invisible to the script's guard: seeing more writes than were read means the bot
+            # is writing, so the conversation stays for the next run.
+            changed.append(
+                not listed(conversation, found, written)
+                or sum(1 for _, f in written or [] if f.get("checkpoint_ns") == EMPTY_NS) > int(conversation.guard[1])
+            )
+            if found is not None and written is not None and not changed[-1]:
+                keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
+                script(keys=keys, args=conversation.guard, client=pipe)
+        results = iter(pipe.execute())
+        return [not c and next(results) != 0 for c in changed]
 
 
 def _write_of(raw: Any, checkpoint_id: str) -> bool:
