@@ -70,7 +70,7 @@ DB_NAME = os.environ.get("RELIA_DB_NAME", "relia_archive")
 REDIS_PORT = int(os.environ.get("RELIA_REDIS_PORT", "6396"))
 # The throwaway PostgreSQL cluster of pg-restart (Debian's pg_createcluster).
 PG_VERSION = os.environ.get("RELIA_PG_VERSION", "15")
-PG_CLUSTER = "relia"
+PG_CLUSTER = os.environ.get("RELIA_PG_CLUSTER", "relia")
 PG_CLUSTER_PORT = int(os.environ.get("RELIA_PG_CLUSTER_PORT", "5499"))
 
 LOCK_KEY = "conversation-archiver:lock"
