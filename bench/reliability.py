@@ -952,10 +952,10 @@ def scenario_redis_restart(target: Target, port: int, rng: random.Random, trials
         result.count("server_stops_mid_run", int(shutdown))
         check_unhealthy_run(result, target, run, hit=shutdown)
         if shutdown and run.returncode == 0:
-            # redis-py retries a lost connection with backoff (its default since 6.0): a short
-            # restart can pass unnoticed, every command then succeeding after it. Safe, as every
-            # command the archiver sends can be repeated (reads, and a compare-and-delete that
-            # answers -1 the second time); check_unhealthy_run has checked the run is consistent.
+            # A run with no command in flight while Redis was down meets no error: redis-py
+            # makes a new connection when an idle one is next used. Every command the archiver
+            # sends can be repeated anyway (reads, and a compare-and-delete that answers -1 the
+            # second time); check_unhealthy_run has checked that such a run is consistent.
             result.count("runs_that_rode_through_the_restart")
         log(f"  redis-restart trial {trial + 1}: exit {run.returncode}")
         finish_trial(result, target, backlog)
