@@ -115,6 +115,42 @@ class Layout(ABC):
         with one pipeline for the whole batch."""
 
 
+class IndexedLayout(Layout):
+    """The langgraph-checkpoint-redis layouts, whose keys are found through the saver's own
+    search indexes (`checkpoint` and `write` name them) and removed by `delete_script`, which
+    compares the conversation's guard before it unlinks anything."""
+
+    checkpoint: str
+    write: str
+    delete_script: str
+
+    @abstractmethod
+    def thread_keys(self, conversation: Conversation, documents: list[str], writes: list[str]) -> list[str]:
+        """All of the thread's keys, those the script compares first."""
+
+    @abstractmethod
+    def written_since_read(self, conversation: Conversation, documents: Found, writes: Found) -> bool:
+        """Whether the search found what the script's guard cannot see yet."""
+
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+        threads = [c.candidate.thread_id for c in conversations]
+        documents = search_threads(client, self.checkpoint, threads)
+        writes = search_threads(client, self.write, threads)
+        script = client.register_script(self.delete_script)
+        pipe = client.pipeline(transaction=False)
+        changed = []
+        for conversation, found, written in zip(conversations, documents, writes):
+            changed.append(
+                not listed(conversation, found, written)
+                or self.written_since_read(conversation, found or [], written or [])
+            )
+            if found is not None and written is not None and not changed[-1]:
+                keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
+                script(keys=keys, args=conversation.guard, client=pipe)
+        results = iter(pipe.execute())
+        return [not c and next(results) != 0 for c in changed]  # -1: the thread expired on its own meanwhile
+
+
 # --- helpers shared by the layouts -------------------------------------------------------
 
 

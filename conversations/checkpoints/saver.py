@@ -23,19 +23,17 @@ from conversations.checkpoints.base import (
     Broken,
     Candidate,
     Conversation,
-    Layout,
+    IndexedLayout,
     apply_pending,
     broken_with_value,
     decode,
     entry_times,
     first,
     json_paths,
-    listed,
     pending_messages,
     escape_tag,
     Found,
     search_many,
-    search_threads,
     ttl_seconds,
 )
 from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
@@ -55,8 +53,9 @@ return 1
 """ % (UNLINK_CHUNK, UNLINK_CHUNK)
 
 
-class SaverLayout(Layout):
+class SaverLayout(IndexedLayout):
     name = "redis"
+    delete_script = DELETE_IF_UNCHANGED
 
     def __init__(self) -> None:
         super().__init__()
@@ -258,21 +257,6 @@ class SaverLayout(Layout):
                 keys.add(f"{self.latest}:{thread}:{ns}")
                 keys.add(self.zset_key(thread, checkpoint_id, ns))
         return first + sorted(keys - set(first))
-
-    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
-        threads = [c.candidate.thread_id for c in conversations]
-        checkpoints = search_threads(client, self.checkpoint, threads)
-        writes = search_threads(client, self.write, threads)
-        script = client.register_script(DELETE_IF_UNCHANGED)
-        pipe = client.pipeline(transaction=False)
-        changed = []
-        for conversation, found, written in zip(conversations, checkpoints, writes):
-            changed.append(not listed(conversation, found, written) or self.written_since_read(conversation, found or [], written or []))
-            if found is not None and written is not None and not changed[-1]:
-                keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
-                script(keys=keys, args=conversation.guard, client=pipe)
-        results = iter(pipe.execute())
-        return [not c and next(results) != 0 for c in changed]  # -1: the thread expired on its own meanwhile
 
     def written_since_read(self, conversation: Conversation, checkpoints: Found, writes: Found) -> bool:
         """Whether the search found what the script's guard cannot see yet. RedisSaver.put stores a

@@ -24,15 +24,14 @@ from conversations.checkpoints.base import (
     Broken,
     Candidate,
     Conversation,
-    Layout,
+    Found,
+    IndexedLayout,
     apply_pending,
     broken_with_value,
     entry_times,
     first,
     json_paths,
-    listed,
     pending_messages,
-    search_threads,
     ttl_seconds,
 )
 from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
@@ -51,8 +50,9 @@ return 1
 """ % (UNLINK_CHUNK, UNLINK_CHUNK)
 
 
-class ShallowLayout(Layout):
+class ShallowLayout(IndexedLayout):
     name = "shallow"
+    delete_script = DELETE_IF_UNCHANGED
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,26 +170,11 @@ class ShallowLayout(Layout):
                 keys.add(f"current_checkpoint:{thread}:{ns}:shallow")
         return first + sorted(keys - set(first))
 
-    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
-        threads = [c.candidate.thread_id for c in conversations]
-        documents = search_threads(client, self.checkpoint, threads)
-        writes = search_threads(client, self.write, threads)
-        script = client.register_script(DELETE_IF_UNCHANGED)
-        pipe = client.pipeline(transaction=False)
-        changed = []
-        for conversation, found, written in zip(conversations, documents, writes):
-            # A pending write stored but not yet registered (the saver registers it afterwards)
-            # is invisible to the script's guard: seeing more writes than were read means the bot
-            # is writing, so the conversation stays for the next run.
-            changed.append(
-                not listed(conversation, found, written)
-                or sum(1 for _, f in written or [] if f.get("checkpoint_ns") == EMPTY_NS) > int(conversation.guard[1])
-            )
-            if found is not None and written is not None and not changed[-1]:
-                keys = self.thread_keys(conversation, [k for k, _ in found], [k for k, _ in written])
-                script(keys=keys, args=conversation.guard, client=pipe)
-        results = iter(pipe.execute())
-        return [not c and next(results) != 0 for c in changed]
+    def written_since_read(self, conversation: Conversation, documents: Found, writes: Found) -> bool:
+        """A pending write stored but not yet registered (the saver registers it afterwards) is
+        invisible to the script's guard: seeing more writes than were read means the bot is
+        writing, so the conversation stays for the next run."""
+        return sum(1 for _, f in writes if f.get("checkpoint_ns") == EMPTY_NS) > int(conversation.guard[1])
 
 
 def _write_of(raw: Any, checkpoint_id: str) -> bool:
