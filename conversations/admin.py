@@ -366,18 +366,7 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", ("started_at", admin.DateFieldListFilter))
     ordering = ("-started_at", "-pk")
-    fields = (
-        "started",
-        "finished",
-        "status",
-        "checkpoints_found",
-        "checkpoints_archived",
-        "messages_archived",
-        "deferred",
-        "quarantined",
-        "errors",
-        "error_text",
-    )
+    fields = (*list_display, "error_text")
     readonly_fields = fields
 
     started = local_time_column("started_at", "started", sortable=True)
