@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 
 from conversations import conf
 from conversations.checkpoints.base import Broken, Conversation
-from conversations.checkpoints.messages import message_keys
+from conversations.checkpoints.messages import PROVISIONAL_PREFIX, message_keys
 from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -102,17 +103,23 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
         known = _archived_keys(ids)
+        provisional = _provisional_rows(ids)
         rows: list[NewRow] = []
         added = dict.fromkeys(ids, 0)
         for conversation in conversations:
-            keys, last = known.setdefault(conversation.conversation_id, (set(), -1))
-            for message, key, stamp in zip(
-                conversation.messages, message_keys(conversation.messages, conversation.scope), conversation.timestamps
-            ):
+            keys, last = known.setdefault(conversation.conversation_id, ({}, -1))
+            waiting = provisional.get(conversation.conversation_id, [])
+            state_keys = message_keys(conversation.messages, conversation.scope)
+            for i, (message, key, stamp) in enumerate(zip(conversation.messages, state_keys, conversation.timestamps)):
                 if key in keys:
                     continue
-                keys.add(key)
+                claimed = _claim(waiting, message, keys, state_keys[i - 1] if i else None)
+                if claimed is not None:
+                    _replace_provisional(conversation, claimed, message, key)
+                    keys[key] = claimed.position
+                    continue
                 last += 1
+                keys[key] = last
                 rows.append((conversation, message, key, stamp, last))
                 added[conversation.conversation_id] += 1
             known[conversation.conversation_id] = (keys, last)
@@ -122,17 +129,66 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
     return added
 
 
-def _archived_keys(conversation_ids: list[str]) -> dict[str, tuple[set[str], int]]:
-    """For each conversation already in the archive: its message keys and last position."""
-    known: dict[str, tuple[set[str], int]] = {}
+def _archived_keys(conversation_ids: list[str]) -> dict[str, tuple[dict[str, int], int]]:
+    """For each conversation already in the archive: its message keys with their positions,
+    and its last position."""
+    known: dict[str, tuple[dict[str, int], int]] = {}
     rows = ConversationHistory.objects.filter(conversation_id__in=conversation_ids).values_list(
         "conversation_id", "message_key", "position"
     )
     for conversation_id, key, position in rows.iterator(chunk_size=5000):
-        keys, last = known.get(conversation_id, (set(), -1))
-        keys.add(key)
+        keys, last = known.get(conversation_id, ({}, -1))
+        keys[key] = position
         known[conversation_id] = (keys, max(last, position))
     return known
+
+
+@dataclass
+class Provisional:
+    """An archived row of a message read from a run's input before LangGraph gave it an id."""
+
+    key: str
+    position: int
+    role: str
+    content: str
+
+
+def _provisional_rows(conversation_ids: list[str]) -> dict[str, list[Provisional]]:
+    found: dict[str, list[Provisional]] = {}
+    rows = ConversationHistory.objects.filter(
+        conversation_id__in=conversation_ids, message_key__startswith=PROVISIONAL_PREFIX
+    ).values_list("conversation_id", "message_key", "position", "role", "content")
+    for conversation_id, key, position, role, content in rows:
+        found.setdefault(conversation_id, []).append(Provisional(key, position, role, content))
+    return found
+
+
+def _claim(waiting: list[Provisional], message: Any, keys: dict[str, int], previous: str | None) -> Provisional | None:
+    """The provisional row that `message` is, now that LangGraph applied the run's input and
+    gave it an id: same role and text, right after the message that precedes it in the
+    state (or both first). Claimed rows leave `waiting`."""
+    if not waiting or not message.message_id:
+        return None
+    before = -1 if previous is None else keys.get(previous)
+    for row in waiting:
+        if row.role == message.role and row.content == message.content and before == row.position - 1:
+            waiting.remove(row)
+            return row
+    return None
+
+
+def _replace_provisional(conversation: Conversation, row: Provisional, message: Any, key: str) -> None:
+    """Give the provisional row the message's id, key and metadata; it keeps its position and time."""
+    archived = ConversationHistory.objects.filter(conversation_id=conversation.conversation_id)
+    if archived.filter(message_key=key).exists():  # written meanwhile under its id: keep that one
+        archived.filter(message_key=row.key).delete()
+        return
+    archived.filter(message_key=row.key).update(
+        message_key=key,
+        message_id=message.message_id,
+        metadata=message.metadata,
+        checkpoint_id=conversation.checkpoint_id,
+    )
 
 
 def _values(row: NewRow, now: datetime) -> dict[str, Any]:

@@ -239,25 +239,29 @@ def test_keys_of_other_threads_survive_a_threads_deletion(stack_redis):
     assert stack_redis.get("unrelated") == b"1"
 
 
-def test_a_users_message_the_bot_never_applied_is_archived(stack_redis):
-    """The bot died right after LangGraph stored a run's input checkpoint: the user's message
-    is only in its __start__ channel. It must be archived, not deleted with the thread."""
-    url = stack_url(stack_redis)
-    expected = lgwriter.write_conversation(url, THREAD, ["hola"])
-    pointer = f"checkpoint_latest:{THREAD}:__empty__"
-    newest = json.loads(stack_redis.execute_command("JSON.GET", stack_redis.get(pointer)))
-    # What LangGraph writes when the next turn begins: an input checkpoint whose parent is
-    # the newest one, the previous messages, and the new input under __start__.
+def store_unapplied_input(client, thread: str, text: str) -> None:
+    """What LangGraph stores when the next turn begins, as if the bot died right after: an
+    input checkpoint whose parent is the newest one, the previous messages, and the user's
+    new message (no id yet) under __start__."""
+    pointer = f"checkpoint_latest:{thread}:__empty__"
+    newest = json.loads(client.execute_command("JSON.GET", client.get(pointer)))
     input_id = newest["checkpoint_id"][:-4] + "ffff"
     unapplied = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "HumanMessage"],
-                 "kwargs": {"content": "¿sigue ahí? 📦", "type": "human"}}
+                 "kwargs": {"content": text, "type": "human"}}
     doc = json.loads(json.dumps(newest))
     doc.update(checkpoint_id=input_id, parent_checkpoint_id=newest["checkpoint_id"], source="input")
     doc["checkpoint"]["id"] = input_id
     doc["checkpoint"]["channel_values"]["__start__"] = {"messages": [unapplied]}
-    key = f"checkpoint:{THREAD}:__empty__:{input_id}"
-    stack_redis.execute_command("JSON.SET", key, "$", json.dumps(doc, ensure_ascii=False))
-    stack_redis.set(pointer, key)
+    key = f"checkpoint:{thread}:__empty__:{input_id}"
+    client.execute_command("JSON.SET", key, "$", json.dumps(doc, ensure_ascii=False))
+    client.set(pointer, key)
+
+
+def test_a_users_message_the_bot_never_applied_is_archived(stack_redis):
+    """The bot died right after LangGraph stored a run's input checkpoint: the user's message
+    is only in its __start__ channel. It must be archived, not deleted with the thread."""
+    expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola"])
+    store_unapplied_input(stack_redis, THREAD, "¿sigue ahí? 📦")
 
     report = archive()
 
@@ -266,6 +270,25 @@ def test_a_users_message_the_bot_never_applied_is_archived(stack_redis):
     assert rows[:-1] == expected
     assert (rows[-1]["type"], rows[-1]["content"], rows[-1]["id"]) == ("human", "¿sigue ahí? 📦", None)
     assert remaining_keys(stack_redis) == []
+
+
+def test_an_unapplied_message_written_again_later_is_a_message_of_its_own(stack_redis):
+    """The archived input of a run that never went on is kept as it was read (provisional,
+    waiting for the id LangGraph would give it). When the customer later writes the same text
+    on the same thread, now empty, that is a new message: it does not follow the messages the
+    provisional one followed, so it does not take its place."""
+    url = stack_url(stack_redis)
+    before = lgwriter.write_conversation(url, THREAD, ["hola"])
+    store_unapplied_input(stack_redis, THREAD, "¿sigue ahí?")
+    archive()
+
+    again = lgwriter.write_conversation(url, THREAD, ["¿sigue ahí?"])
+    report = archive()
+
+    assert report.errors == 0 and report.archived == 1
+    contents = [r["content"] for r in archived(THREAD)]
+    assert contents == [m["content"] for m in before] + ["¿sigue ahí?"] + [m["content"] for m in again]
+    assert ConversationHistory.objects.filter(message_key__startswith="input:").count() == 1
 
 
 def test_the_very_first_input_checkpoint_is_archived_not_quarantined(stack_redis):

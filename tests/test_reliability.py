@@ -267,21 +267,42 @@ def test_a_checkpoint_stored_just_before_the_archiver_deletes_the_thread_is_not_
     assert sorted(stack_redis.scan_iter(count=1000)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Known, not fixed: a user's message read from a run's input checkpoint (no id yet) is archived "
-    "by digest; if the bot goes on with that run, LangGraph gives it an id and the next run archives "
-    "it again. Needs a conversation that is due while the bot writes to it (cutoff near 0, or keys "
-    "that live less than ARCHIVER_TTL_BUFFER_MINUTES)."
-))
-def test_a_users_message_read_from_an_input_checkpoint_is_archived_once(stack_redis, monkeypatch):
+def archive_after_the_input_checkpoint(monkeypatch, saver: str) -> dict[str, int]:
+    """Make the bot's (sync) saver run the archiver right after it stored the next run's input
+    checkpoint, the moment at which the user's message is only in `__start__`, without an id."""
+    cls = lgwriter._saver_class(saver)
+    real_put = cls.put
+    seen = {"runs_in_between": 0}
+
+    def put(self, config, checkpoint, metadata, new_versions):
+        stored = real_put(self, config, checkpoint, metadata, new_versions)
+        if metadata.get("source") == "input" and not seen["runs_in_between"]:
+            run_archive(options(now=timezone.now() + timedelta(hours=24)))
+            seen["runs_in_between"] += 1
+        return stored
+
+    monkeypatch.setattr(cls, "put", put)
+    return seen
+
+
+@pytest.mark.parametrize("saver", ["redis", "shallow"])
+def test_a_users_message_read_from_an_input_checkpoint_is_archived_once(stack_redis, monkeypatch, saver):
+    """Archived while the bot's run has stored only its input, the user's message has no id
+    yet and is kept provisionally; when the run goes on and LangGraph gives it an id, that row
+    becomes the message (same place, its id), not a second copy."""
     url = stack_url(stack_redis)
-    lgwriter.write_conversation(url, "t-input", ["hola"])
-    saver_with_archive_before_pointer_moves(monkeypatch, trigger_on=2)  # the pointer names the input checkpoint
-    expected = lgwriter.write_conversation(url, "t-input", ["¿sigue ahí?"])
+    lgwriter.write_conversation(url, "t-input", ["hola"], saver=saver)
+    seen = archive_after_the_input_checkpoint(monkeypatch, saver)
+    expected = lgwriter.write_conversation(url, "t-input", ["¿sigue ahí?"], saver=saver)
     monkeypatch.undo()
+    assert seen["runs_in_between"] == 1
+    assert ConversationHistory.objects.filter(message_key__startswith="input:").count() == 1  # the provisional row
+
     run_archive(options(now=timezone.now() + timedelta(hours=48)))
-    contents = list(ConversationHistory.objects.filter(conversation_id="t-input").order_by("position").values_list("content", flat=True))
-    assert len(contents) == len(expected), contents
+
+    rows = list(ConversationHistory.objects.filter(conversation_id="t-input").order_by("position").values_list("message_id", "content", "message_key"))
+    assert [(i, c) for i, c, _ in rows] == [(m["id"], m["content"]) for m in expected]
+    assert [k for _, _, k in rows] == [f"id:{m['id']}" for m in expected]
 
 
 @pytest.mark.parametrize("saver", ["redis", "shallow"])

@@ -56,6 +56,9 @@ class Message:
     tool_call_id: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     own_timestamp: datetime | None = None
+    # Read from a run's input (`__start__`) without an id: LangGraph gives it one when the run
+    # goes on, and the archive then recognises it (storage.claim_provisional).
+    provisional: bool = False
 
 
 @dataclass
@@ -91,6 +94,8 @@ def may_hold_nul(raw: bytes | None) -> bool:
 
 # The channel that holds a run's input until LangGraph's first step applies it.
 START_CHANNEL = "__start__"
+# The key prefix of a message read from that channel without an id.
+PROVISIONAL_PREFIX = "input:"
 
 
 def parse_state(channel_values: Any, fields: dict[str, str]) -> State:
@@ -139,7 +144,9 @@ def _input_messages(raw: Any) -> list[Message]:
             item = {"role": "human", "content": item}
         elif _is_pair(item):
             item = {"role": item[0], "content": item[1]}
-        messages.append(parse_message(item, i))
+        message = parse_message(item, i)
+        message.provisional = message.message_id is None
+        messages.append(message)
     return messages
 
 
@@ -293,7 +300,8 @@ def message_keys(messages: list[Message], scope: str) -> list[str]:
     LangChain ids are unique, so a message with one is keyed by it. A message without one is
     keyed by a digest of what it is (role, text, tool call, its own time) and how many
     identical messages came before it in this state; `scope` (the thread and namespace) keeps
-    identical messages of unrelated conversations apart.
+    identical messages of unrelated conversations apart. A provisional message (a run's input
+    without an id yet) gets the same digest under its own prefix, PROVISIONAL_PREFIX.
     """
     keys = []
     seen: dict[str, int] = {}
@@ -318,7 +326,7 @@ def message_keys(messages: list[Message], scope: str) -> list[str]:
         occurrence = seen.get(body, 0)
         seen[body] = occurrence + 1
         digest = hashlib.sha256(f"{body}#{occurrence}".encode("utf-8", "surrogatepass")).hexdigest()
-        keys.append("sha256:" + digest)
+        keys.append((PROVISIONAL_PREFIX if message.provisional else "sha256:") + digest)
     return keys
 
 
