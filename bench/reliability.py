@@ -503,6 +503,10 @@ class Archiver:
     def running(self) -> bool:
         return self.proc.poll() is None
 
+    def log_so_far(self) -> str:
+        """What the run has logged (stderr) up to now; it keeps running."""
+        return os.pread(self.err.fileno(), 1 << 24, 0).decode("utf-8", "replace")
+
     def kill(self) -> bool:
         """SIGKILL; True when the process was still running."""
         if self.proc.poll() is not None:
@@ -684,15 +688,12 @@ def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversati
         batch = rng.choice([25, 50, 200])
         client = target.client()
         for kill in range(rng.randint(1, 3)):
-            # Kill while there is work left: somewhere in the start-up's last fifth or in
-            # the time the remaining conversations take.
-            left = len(still_in_redis(client, backlog)) / max(1, len(backlog.conversations))
+            left = len(still_in_redis(client, backlog))
             archiver = Archiver(target, "--batch-size", str(batch))
             if kill == 0 and trial % 2 == 0:
                 killed = kill_between_commit_and_delete(target, archiver, client)
             else:
-                time.sleep(rng.uniform(startup * 0.8, startup + (duration - startup) * left * 1.05))
-                killed = archiver.kill()
+                killed = kill_at_random_progress(archiver, rng, batches=-(-left // batch), batch_s=(duration - startup) * batch / conversations)
             if killed:
                 result.count("kills")
                 archiver.result(killed=True)
@@ -716,6 +717,23 @@ def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversati
                     result.problem(f"an undisturbed run exited {run.returncode}")
         finish_trial(result, target, backlog)
     return result
+
+
+def kill_at_random_progress(archiver: Archiver, rng: random.Random, batches: int, batch_s: float) -> bool:
+    """SIGKILL at a random moment of the work, measured by the run's own progress rather than
+    by the clock (a loaded machine would move a timed kill past the run's end): once it has
+    finished a random number of its batches (0 to all but one), after a random part of a
+    batch's time. True if killed."""
+    done = rng.randrange(max(1, batches))
+    delay = rng.uniform(0, batch_s)
+    deadline = time.monotonic() + 120
+    while archiver.running() and time.monotonic() < deadline:
+        log = archiver.log_so_far()
+        if log.count(" Batch of ") >= done and (done or " Found " in log or "Completed" in log):
+            break
+        time.sleep(0.005)
+    time.sleep(delay)
+    return archiver.kill()
 
 
 def kill_between_commit_and_delete(target: Target, archiver: Archiver, client: redis.Redis) -> bool:
