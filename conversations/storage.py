@@ -164,9 +164,9 @@ def _provisional_rows(conversation_ids: list[str]) -> dict[str, list[Provisional
 
 
 def _claim(waiting: list[Provisional], message: Any, keys: dict[str, int], previous: str | None) -> Provisional | None:
-    """The provisional row that `message` is, now that LangGraph applied the run's input and
-    gave it an id: same role and text, right after the message that precedes it in the
-    state (or both first). Claimed rows leave `waiting`."""
+    """The provisional row that `message` is, now that LangGraph applied the write that held
+    it and gave it an id: same role and text, right after the message that precedes it in
+    the state (or both first). Claimed rows leave `waiting`."""
     if not waiting or not message.message_id:
         return None
     before = -1 if previous is None else keys.get(previous)

@@ -280,3 +280,40 @@ def test_copy_keeps_tabs_backslashes_and_newlines_byte_for_byte(plain_redis):
     archive()
     row = ConversationHistory.objects.get()
     assert row.content == text and row.metadata == {"additional_kwargs": {"x": "tab\there\\"}}
+
+
+def with_unapplied_input(value: str, messages: list[dict]) -> str:
+    """The value with a run's input LangGraph has not applied yet (its `__start__` channel)."""
+    doc = json.loads(value)
+    doc["channel_values"]["__start__"] = {"messages": messages}
+    return json.dumps(doc, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "later, expected",
+    [
+        pytest.param(
+            [lc("human", "gracias", "h2"), lc("ai", "De nada", "a2")],
+            [("h1", "hola", "id:h1"), ("a1", "buenas", "id:a1"), ("h2", "gracias", "id:h2"), ("a2", "De nada", "id:a2")],
+            id="applied: the provisional row takes its id",
+        ),
+        pytest.param(
+            [lc("human", "otra cosa", "h3"), lc("human", "gracias", "h2")],
+            [("h1", "hola", "id:h1"), ("a1", "buenas", "id:a1"), (None, "gracias", "input:"), ("h3", "otra cosa", "id:h3"), ("h2", "gracias", "id:h2")],
+            id="the same text elsewhere: a message of its own",
+        ),
+    ],
+)
+def test_a_message_archived_before_it_had_an_id_is_stored_once(plain_redis, later, expected):
+    earlier = [lc("human", "hola", "h1"), lc("ai", "buenas", "a1")]
+    plain_redis.set(KEY, with_unapplied_input(plain_value(earlier, ts=hours_ago(30)), [lc("human", "gracias")]))
+    assert archive().archived == 1
+    plain_redis.set(KEY, plain_value(earlier + later, ts=hours_ago(29)))
+
+    report = archive()
+
+    assert report.archived == 1 and report.errors == 0
+    rows = ConversationHistory.objects.filter(conversation_id="wa-msg-abc123").order_by("position")
+    got = [(r.message_id, r.content, r.message_key if r.message_id else r.message_key[:6]) for r in rows]
+    assert got == expected
+    assert [r.position for r in rows] == list(range(len(expected)))

@@ -215,7 +215,7 @@ def pending_messages(
     from base64 import b64decode
     from binascii import Error as Base64Error
 
-    from conversations.checkpoints.messages import parse_message
+    from conversations.checkpoints.messages import parse_message, unapplied
 
     messages: list[Message] = []
     state_fields: dict[str, Any] = {}
@@ -244,7 +244,7 @@ def pending_messages(
         value = parse_json(blob, f"pending write {key}")
         if channel == fields["messages"]:
             items = value if isinstance(value, list) else [value]
-            messages.extend(parse_message(item, i) for i, item in enumerate(items))
+            messages.extend(unapplied(parse_message(item, i)) for i, item in enumerate(items))
         else:
             state_fields[channel] = value
     return messages, state_fields, suspicious

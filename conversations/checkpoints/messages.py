@@ -56,8 +56,8 @@ class Message:
     tool_call_id: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     own_timestamp: datetime | None = None
-    # Read from a run's input (`__start__`) without an id: LangGraph gives it one when the run
-    # goes on, and the archive then recognises it (storage.claim_provisional).
+    # Read from a write LangGraph has not applied yet, without an id: LangGraph gives it one
+    # when the run goes on, and the archive then recognises it (storage._claim).
     provisional: bool = False
 
 
@@ -94,7 +94,7 @@ def may_hold_nul(raw: bytes | None) -> bool:
 
 # The channel that holds a run's input until LangGraph's first step applies it.
 START_CHANNEL = "__start__"
-# The key prefix of a message read from that channel without an id.
+# The key prefix of a message read, without an id, from a write LangGraph has not applied yet.
 PROVISIONAL_PREFIX = "input:"
 
 
@@ -144,10 +144,15 @@ def _input_messages(raw: Any) -> list[Message]:
             item = {"role": "human", "content": item}
         elif _is_pair(item):
             item = {"role": item[0], "content": item[1]}
-        message = parse_message(item, i)
-        message.provisional = message.message_id is None
-        messages.append(message)
+        messages.append(unapplied(parse_message(item, i)))
     return messages
+
+
+def unapplied(message: Message) -> Message:
+    """Mark a message read from a write LangGraph has not applied yet (a run's input, a
+    task's pending write): without an id, it is provisional, since add_messages gives it one."""
+    message.provisional = message.message_id is None
+    return message
 
 
 def _is_pair(value: Any) -> bool:
