@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from conversations.checkpoints import messages
 from conversations.checkpoints.base import entry_times, escape_tag
 from conversations.checkpoints.messages import (
     Message,
@@ -13,6 +14,7 @@ from conversations.checkpoints.messages import (
     check_storable,
     merge_messages,
     message_keys,
+    parse_json,
     parse_message,
     parse_time,
 )
@@ -107,3 +109,33 @@ def test_a_literal_backslash_u0000_is_ordinary_text():
 def test_tag_values_are_escaped_for_redisearch():
     assert escape_tag("wa:346-00 1.2") == "wa\\:346\\-00\\ 1\\.2"
     assert escape_tag("café_明") == "café_明"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ('{"n": 123456789012345678901234}', 123456789012345678901234),
+        ('{"n": [1, -9223372036854775809]}', [1, -9223372036854775809]),  # 19 digits, below int64
+        ('{"n":\n 18446744073709551616}', 18446744073709551616),  # 2**64
+        ("123456789012345678901234", 123456789012345678901234),
+        ('{"n": 18446744073709551615}', 18446744073709551615),  # 2**64 - 1: orjson's own range
+    ],
+)
+def test_integers_past_64_bits_are_read_exactly(text, value):
+    parsed = parse_json(text.encode(), "value")
+    assert (parsed["n"] if isinstance(parsed, dict) else parsed) == value
+
+
+@pytest.mark.parametrize(
+    "text, long_integer",
+    [
+        ('{"channel_versions": {"messages": "00000000000000000000000000000013.0.5965"}}', False),
+        ('{"thread_id": "wa:34612345678:17", "checkpoint_ts": 1795928661074.514}', False),
+        ('{"content": "ref-12345678901234567890123"}', False),
+        ('{"n": 1.12345678901234567890123}', False),
+        ('{"n": -12345678901234567890}', True),
+        ('{"content": "x: 12345678901234567890"}', True),  # looks like one: read exactly, only slower
+    ],
+)
+def test_only_a_number_token_sends_a_document_to_the_exact_parser(text, long_integer):
+    assert messages._may_hold_long_integer(text.encode()) is long_integer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from collections.abc import Iterator
@@ -71,16 +70,39 @@ class State:
     summary: str | None
 
 
-# orjson reads integers past 64 bits as floats; where such a number may be present, the
-# standard library (exact, slower) reads the document instead.
-_LONG_NUMBER = re.compile(rb"[0-9]{20,}")
+# orjson reads integers outside 64 bits as floats (so does -2**63 - 1, 19 digits); where
+# such a number may be present, the standard library (exact, slower) reads the document
+# instead. Looking for one must cost less than the parse: a regular expression over the
+# document took longer than orjson itself, so digit runs are found with translate + find.
+# LangGraph's channel versions are 32-digit strings: a run only counts when it starts a
+# number token (after `:`, `,` or `[`, whitespace and a minus sign allowed).
+_DIGIT_MAP = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))  # digits to "0", the rest to " "
+_LONG_RUN = b"0" * 19
+
+
+def _may_hold_long_integer(data: bytes) -> bool:
+    runs = data.translate(_DIGIT_MAP)
+    start = runs.find(_LONG_RUN)
+    while start != -1:
+        i = start - 1
+        if i >= 0 and data[i] == 45:  # "-"
+            i -= 1
+        while i >= 0 and data[i] in b" \t\n\r":
+            i -= 1
+        if i < 0 or data[i] in b":,[":
+            return True
+        end = runs.find(b" ", start)
+        if end == -1:
+            return False
+        start = runs.find(_LONG_RUN, end)
+    return False
 
 
 def parse_json(raw: bytes | str, what: str) -> Any:
     """Parse stored JSON, strictly: invalid UTF-8 and lone surrogates are refused."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     try:
-        if _LONG_NUMBER.search(data):
+        if _may_hold_long_integer(data):
             return json.loads(data.decode("utf-8"))
         return orjson.loads(data)
     except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: nesting too deep for json.loads
