@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -102,50 +102,31 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
     """Store the messages not yet archived; return how many rows each conversation gained."""
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
-        known = _archived_keys(ids)
-        provisional = _provisional_rows(ids)
+        archived = _archived(ids)
         rows: list[NewRow] = []
         added = dict.fromkeys(ids, 0)
         for conversation in conversations:
-            keys, last = known.setdefault(conversation.conversation_id, ({}, -1))
-            waiting = provisional.get(conversation.conversation_id, [])
+            known = archived.setdefault(conversation.conversation_id, Archived())
             state_keys = message_keys(conversation.messages, conversation.scope)
             for i, (message, key, stamp) in enumerate(zip(conversation.messages, state_keys, conversation.timestamps)):
-                if key in keys:
+                if key in known.keys:
                     continue
-                claimed = _claim(waiting, message, keys, state_keys[i - 1] if i else None)
+                claimed = _claim(known, message, state_keys[i - 1] if i else None)
                 if claimed is not None:
                     _replace_provisional(conversation, claimed, message, key)
-                    keys[key] = claimed.position
+                    known.keys[key] = claimed.position
                     continue
-                last += 1
-                keys[key] = last
-                rows.append((conversation, message, key, stamp, last))
+                rows.append((conversation, message, key, stamp, known.add(key, stamp)))
                 added[conversation.conversation_id] += 1
-            known[conversation.conversation_id] = (keys, last)
-        if rows:
-            _insert(rows, now)
-        _refresh_conversations(conversations, now)
+        if rows and not _insert(rows, now):
+            archived.update(_archived(ids))  # some rows were there already: count what is
+        _refresh_conversations(conversations, archived, now)
     return added
-
-
-def _archived_keys(conversation_ids: list[str]) -> dict[str, tuple[dict[str, int], int]]:
-    """For each conversation already in the archive: its message keys with their positions,
-    and its last position."""
-    known: dict[str, tuple[dict[str, int], int]] = {}
-    rows = ConversationHistory.objects.filter(conversation_id__in=conversation_ids).values_list(
-        "conversation_id", "message_key", "position"
-    )
-    for conversation_id, key, position in rows.iterator(chunk_size=5000):
-        keys, last = known.get(conversation_id, ({}, -1))
-        keys[key] = position
-        known[conversation_id] = (keys, max(last, position))
-    return known
 
 
 @dataclass
 class Provisional:
-    """An archived row of a message read from a run's input before LangGraph gave it an id."""
+    """An archived row of a message read, without an id, from a write LangGraph had not applied."""
 
     key: str
     position: int
@@ -153,26 +134,60 @@ class Provisional:
     content: str
 
 
-def _provisional_rows(conversation_ids: list[str]) -> dict[str, list[Provisional]]:
-    found: dict[str, list[Provisional]] = {}
-    rows = ConversationHistory.objects.filter(
-        conversation_id__in=conversation_ids, message_key__startswith=PROVISIONAL_PREFIX
-    ).values_list("conversation_id", "message_key", "position", "role", "content")
-    for conversation_id, key, position, role, content in rows:
-        found.setdefault(conversation_id, []).append(Provisional(key, position, role, content))
+@dataclass
+class Archived:
+    """What the archive holds of one conversation: its message keys with their positions, how
+    many rows, the first and last message times, and the provisional rows."""
+
+    keys: dict[str, int] = field(default_factory=dict)
+    last: int = -1
+    count: int = 0
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    provisional: list[Provisional] = field(default_factory=list)
+
+    def add(self, key: str, stamp: datetime, position: int | None = None) -> int:
+        """Count a row (a new one gets the next position); return its position."""
+        position = self.last + 1 if position is None else position
+        self.keys[key] = position
+        self.last = max(self.last, position)
+        self.count += 1
+        self.first_at = stamp if self.first_at is None else min(self.first_at, stamp)
+        self.last_at = stamp if self.last_at is None else max(self.last_at, stamp)
+        return position
+
+
+def _archived(conversation_ids: list[str]) -> dict[str, Archived]:
+    """The conversations already in the archive, in one query (and one more, for the few
+    conversations that have provisional rows)."""
+    found: dict[str, Archived] = {}
+    rows = ConversationHistory.objects.filter(conversation_id__in=conversation_ids).values_list(
+        "conversation_id", "message_key", "position", "timestamp"
+    )
+    waiting: list[str] = []
+    for conversation_id, key, position, stamp in rows.iterator(chunk_size=5000):
+        found.setdefault(conversation_id, Archived()).add(key, stamp, position)
+        if key.startswith(PROVISIONAL_PREFIX):
+            waiting.append(conversation_id)
+    if waiting:
+        provisional = ConversationHistory.objects.filter(
+            conversation_id__in=waiting, message_key__startswith=PROVISIONAL_PREFIX
+        ).values_list("conversation_id", "message_key", "position", "role", "content")
+        for conversation_id, key, position, role, content in provisional:
+            found[conversation_id].provisional.append(Provisional(key, position, role, content))
     return found
 
 
-def _claim(waiting: list[Provisional], message: Any, keys: dict[str, int], previous: str | None) -> Provisional | None:
+def _claim(known: Archived, message: Any, previous: str | None) -> Provisional | None:
     """The provisional row that `message` is, now that LangGraph applied the write that held
     it and gave it an id: same role and text, right after the message that precedes it in
-    the state (or both first). Claimed rows leave `waiting`."""
-    if not waiting or not message.message_id:
+    the state (or both first). A claimed row is no longer provisional."""
+    if not known.provisional or not message.message_id:
         return None
-    before = -1 if previous is None else keys.get(previous)
-    for row in waiting:
+    before = -1 if previous is None else known.keys.get(previous)
+    for row in known.provisional:
         if row.role == message.role and row.content == message.content and before == row.position - 1:
-            waiting.remove(row)
+            known.provisional.remove(row)
             return row
     return None
 
@@ -216,25 +231,26 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
     }
 
 
-def _insert(rows: list[NewRow], now: datetime) -> None:
+def _insert(rows: list[NewRow], now: datetime) -> bool:
+    """Insert the rows, skipping any already there; True if none was (every row went in)."""
     if connection.vendor == "postgresql":
-        _copy_insert(_copy_lines(rows, now))
-    else:
-        ConversationHistory.objects.bulk_create(
-            [ConversationHistory(**_values(row, now)) for row in rows], ignore_conflicts=True, batch_size=500
-        )
+        return _copy_insert(_copy_lines(rows, now))
+    ConversationHistory.objects.bulk_create(
+        [ConversationHistory(**_values(row, now)) for row in rows], ignore_conflicts=True, batch_size=500
+    )
+    return False  # bulk_create does not say what it skipped
 
 
-def _copy_insert(lines: list[str]) -> None:
+def _copy_insert(lines: list[str]) -> bool:
     """COPY the rows straight into the table; if any of them is already there (only possible
     when something else wrote since we looked), redo the batch through a staging table and
-    INSERT ... ON CONFLICT DO NOTHING instead."""
+    INSERT ... ON CONFLICT DO NOTHING instead. True if the straight COPY went in."""
     columns = ", ".join(f'"{name}"' for name in COLUMNS)
     with connection.cursor() as cursor:
         try:
             with transaction.atomic():
                 _copy(cursor, f"COPY conversation_history ({columns}) FROM STDIN", lines)
-            return
+            return True
         except IntegrityError:
             logger.info("Some rows of this batch are archived already; inserting the rest")
         cursor.execute(
@@ -247,6 +263,7 @@ def _copy_insert(lines: list[str]) -> None:
             "ON CONFLICT (conversation_id, message_key) DO NOTHING"
         )
         cursor.execute(f"TRUNCATE {STAGING}")
+    return False
 
 
 COPY_CHUNK_LINES = 1000
@@ -303,32 +320,25 @@ def _json(value: Any) -> str:
     return "\\N" if value is None else _text(orjson.dumps(value).decode())
 
 
-def _refresh_conversations(conversations: list[Conversation], now: datetime) -> None:
-    """Upsert the conversation-level facts; counts and first/last times come from the rows."""
+def _refresh_conversations(conversations: list[Conversation], archived: dict[str, Archived], now: datetime) -> None:
+    """Upsert the conversation-level facts; counts and first/last times are those of the rows
+    (the archived ones were read at the start of this transaction, under the run's lock)."""
     facts = {c.conversation_id: (c.state.customer_id, c.candidate.thread_id, c.state.summary) for c in conversations}
-    if not facts:
-        return
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(facts))
     params: list[Any] = []
     for conversation_id, (customer_id, thread_id, summary) in facts.items():
-        params += [conversation_id, customer_id, thread_id, summary]
+        known = archived[conversation_id]
+        if known.count:
+            params += [conversation_id, customer_id, thread_id, summary, known.first_at, known.last_at, known.count, now, now]
+    if not params:
+        return
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * (len(params) // 9))
     table = ArchivedConversation._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH facts (conversation_id, customer_id, thread_id, summary) AS (VALUES {values}),
-            stats AS (
-                SELECT conversation_id, COUNT(*) AS n, MIN(timestamp) AS first_at, MAX(timestamp) AS last_at
-                FROM conversation_history
-                WHERE conversation_id IN (SELECT conversation_id FROM facts)
-                GROUP BY conversation_id
-            )
             INSERT INTO {table} (conversation_id, customer_id, thread_id, summary, first_message_at,
                                  last_message_at, message_count, first_archived_at, last_archived_at)
-            SELECT facts.conversation_id, facts.customer_id, facts.thread_id, facts.summary,
-                   stats.first_at, stats.last_at, stats.n, %s, %s
-            FROM facts JOIN stats ON stats.conversation_id = facts.conversation_id
-            WHERE true
+            VALUES {values}
             ON CONFLICT (conversation_id) DO UPDATE SET
                 customer_id = COALESCE(EXCLUDED.customer_id, {table}.customer_id),
                 thread_id = EXCLUDED.thread_id,
@@ -338,7 +348,7 @@ def _refresh_conversations(conversations: list[Conversation], now: datetime) -> 
                 message_count = EXCLUDED.message_count,
                 last_archived_at = EXCLUDED.last_archived_at
             """,
-            params + [now, now],
+            params,
         )
 
 

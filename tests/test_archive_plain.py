@@ -262,16 +262,25 @@ def test_small_batches_archive_everything(plain_redis):
 
 def test_rows_the_reader_did_not_see_are_not_duplicated(plain_redis, monkeypatch):
     """If rows appear between the check for archived keys and the COPY (only another writer
-    could do that), the batch goes in through INSERT ... ON CONFLICT DO NOTHING instead."""
+    could do that), the batch goes in through INSERT ... ON CONFLICT DO NOTHING instead, and
+    the conversation's record counts the rows that are there, not the ones it meant to add."""
     plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1")], ts=hours_ago(24)))
     archive()
-    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1"), lc("human", "más", "h2")], ts=hours_ago(24)))
+    plain_redis.set(KEY, plain_value([lc("ai", "buenas", "a1"), lc("human", "más", "h2")], ts=hours_ago(24)))
     from conversations import storage
 
-    monkeypatch.setattr(storage, "_archived_keys", lambda ids: {})
+    real_archived, calls = storage._archived, []
+
+    def blind_at_first(ids):
+        calls.append(ids)
+        return {} if len(calls) == 1 else real_archived(ids)
+
+    monkeypatch.setattr(storage, "_archived", blind_at_first)
     report = archive()
     assert report.errors == 0 and report.archived == 1
+    assert len(calls) == 2  # blind, then the recount after the insert met rows already there
     assert sorted(ConversationHistory.objects.values_list("message_id", flat=True)) == ["a1", "h1", "h2"]
+    assert ArchivedConversation.objects.get(conversation_id="wa-msg-abc123").message_count == 3
 
 
 def test_copy_keeps_tabs_backslashes_and_newlines_byte_for_byte(plain_redis):
