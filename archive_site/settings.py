@@ -94,6 +94,7 @@ ARCHIVER = {
     "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23),
     "TTL_BUFFER_MINUTES": env_int("ARCHIVER_TTL_BUFFER_MINUTES", 60),
     "BATCH_SIZE": env_int("ARCHIVER_BATCH_SIZE", 200),
+    "WRITERS": env_int("ARCHIVER_WRITERS", 2),
     "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2),
     "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5),
     "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6),
@@ -103,7 +104,8 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # The thread: batches are stored by several writer threads at once (ARCHIVER_WRITERS).
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "conversations": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

@@ -569,28 +569,30 @@ def health(target: Target) -> dict[str, Any] | None:
 
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-
-
-# What the run's own thread logs while the writer thread stores a batch (reading overlaps storing).
-READER_LINES = (" Found ", " Skipping ")
+LOG_THREAD = re.compile(r" \[([^\]]+)\] ")
 
 
 def retry_gaps(stderr: str) -> tuple[int, int, list[float]]:
     """From the archiver's log: first-attempt warnings, warnings of any later attempt, and the
-    seconds between each first-attempt warning and the writer thread's next line (the pause
-    before attempt 2)."""
-    lines = [line for line in stderr.splitlines() if LOG_TIME.match(line) and not any(r in line for r in READER_LINES)]
+    seconds between each first-attempt warning and the same writer thread's next line (the
+    pause before attempt 2)."""
+    by_thread: dict[str, list[str]] = {}
+    for line in stderr.splitlines():
+        thread = LOG_THREAD.search(line)
+        if LOG_TIME.match(line) and thread and thread.group(1).startswith("archive-writer"):
+            by_thread.setdefault(thread.group(1), []).append(line)
     first = later = 0
     gaps = []
-    for i, line in enumerate(lines):
-        if "Database error while" not in line:
-            continue
-        if "(attempt 1 of 2)" in line:
-            first += 1
-            if i + 1 < len(lines):
-                gaps.append(round(_log_time(lines[i + 1]) - _log_time(line), 3))
-        else:
-            later += 1
+    for lines in by_thread.values():
+        for i, line in enumerate(lines):
+            if "Database error while" not in line:
+                continue
+            if "(attempt 1 of 2)" in line:
+                first += 1
+                if i + 1 < len(lines):
+                    gaps.append(round(_log_time(lines[i + 1]) - _log_time(line), 3))
+            else:
+                later += 1
     return first, later, gaps
 
 

@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "TTL_BUFFER_MINUTES": 60,
     # Conversations read, written and deleted together; bounds memory.
     "BATCH_SIZE": 200,
+    # Threads that store batches, each with its own database connection (PostgreSQL only;
+    # SQLite gets one): while one batch's COPY runs in the server, another is formatted.
+    "WRITERS": 2,
     # SCAN's COUNT hint.
     "SCAN_COUNT": 1000,
     # Database errors: attempts per batch and the pause between them.
