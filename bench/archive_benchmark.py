@@ -396,7 +396,14 @@ def main() -> None:
     for size in sizes:
         results.append(measure(size, args.naive_sample if len(results) == 0 else 0, args.seed, health))
         print(json.dumps(results[-1]), flush=True)
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "results": results}
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        # the archiver's settings from the environment that change its speed
+        "archiver": {name: os.environ[name] for name in ("ARCHIVER_WRITERS", "ARCHIVER_BATCH_SIZE") if name in os.environ},
+        "results": results,
+    }
     if len(results) > 1:
         rss = [r["archive_peak_rss_mb"] for r in results]
         report["rss_spread"] = round(max(rss) / min(rss) - 1, 3)
