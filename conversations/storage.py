@@ -105,6 +105,7 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
         archived = _archived(ids)
         rows: list[NewRow] = []
         added = dict.fromkeys(ids, 0)
+        exact = True  # whether `archived` still counts what the table holds
         for conversation in conversations:
             known = archived.setdefault(conversation.conversation_id, Archived())
             state_keys = message_keys(conversation.messages, conversation.scope)
@@ -113,13 +114,16 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
                     continue
                 claimed = _claim(known, message, state_keys[i - 1] if i else None)
                 if claimed is not None:
-                    _replace_provisional(conversation, claimed, message, key)
-                    known.keys[key] = claimed.position
-                    continue
+                    if _replace_provisional(conversation, claimed, message, key):
+                        known.keys[key] = claimed.position
+                        continue
+                    exact = False  # changed meanwhile: insert it as any new message
                 rows.append((conversation, message, key, stamp, known.add(key, stamp)))
                 added[conversation.conversation_id] += 1
         if rows and not _insert(rows, now):
-            archived.update(_archived(ids))  # some rows were there already: count what is
+            exact = False  # some rows were there already
+        if not exact:
+            archived = _archived(ids)
         _refresh_conversations(conversations, archived, now)
     return added
 
@@ -192,18 +196,21 @@ def _claim(known: Archived, message: Any, previous: str | None) -> Provisional |
     return None
 
 
-def _replace_provisional(conversation: Conversation, row: Provisional, message: Any, key: str) -> None:
-    """Give the provisional row the message's id, key and metadata; it keeps its position and time."""
+def _replace_provisional(conversation: Conversation, row: Provisional, message: Any, key: str) -> bool:
+    """Give the provisional row the message's id, key and metadata; it keeps its position and
+    time. False if the rows changed since they were read (another writer stored the message
+    under its id, or the provisional row was purged): then the provisional row goes, and the
+    caller inserts the message like any other (ON CONFLICT keeps a row already there)."""
     archived = ConversationHistory.objects.filter(conversation_id=conversation.conversation_id)
-    if archived.filter(message_key=key).exists():  # written meanwhile under its id: keep that one
+    if archived.filter(message_key=key).exists():
         archived.filter(message_key=row.key).delete()
-        return
-    archived.filter(message_key=row.key).update(
+        return False
+    return bool(archived.filter(message_key=row.key).update(
         message_key=key,
         message_id=message.message_id,
         metadata=message.metadata,
         checkpoint_id=conversation.checkpoint_id,
-    )
+    ))
 
 
 def _values(row: NewRow, now: datetime) -> dict[str, Any]:
@@ -326,8 +333,8 @@ def _refresh_conversations(conversations: list[Conversation], archived: dict[str
     facts = {c.conversation_id: (c.state.customer_id, c.candidate.thread_id, c.state.summary) for c in conversations}
     params: list[Any] = []
     for conversation_id, (customer_id, thread_id, summary) in facts.items():
-        known = archived[conversation_id]
-        if known.count:
+        known = archived.get(conversation_id)
+        if known is not None and known.count:
             params += [conversation_id, customer_id, thread_id, summary, known.first_at, known.last_at, known.count, now, now]
     if not params:
         return

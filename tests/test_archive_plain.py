@@ -260,6 +260,21 @@ def test_small_batches_archive_everything(plain_redis):
     assert not plain_redis.keys("langgraph:checkpoint:*")
 
 
+def archived_first_seen_as(monkeypatch, view: dict) -> list:
+    """The writer's first look at what the archive holds returns `view` (stale), later looks
+    the truth; returns the list of looks."""
+    from conversations import storage
+
+    real, calls = storage._archived, []
+
+    def look(ids):
+        calls.append(ids)
+        return view if len(calls) == 1 else real(ids)
+
+    monkeypatch.setattr(storage, "_archived", look)
+    return calls
+
+
 def test_rows_the_reader_did_not_see_are_not_duplicated(plain_redis, monkeypatch):
     """If rows appear between the check for archived keys and the COPY (only another writer
     could do that), the batch goes in through INSERT ... ON CONFLICT DO NOTHING instead, and
@@ -267,15 +282,7 @@ def test_rows_the_reader_did_not_see_are_not_duplicated(plain_redis, monkeypatch
     plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1")], ts=hours_ago(24)))
     archive()
     plain_redis.set(KEY, plain_value([lc("ai", "buenas", "a1"), lc("human", "más", "h2")], ts=hours_ago(24)))
-    from conversations import storage
-
-    real_archived, calls = storage._archived, []
-
-    def blind_at_first(ids):
-        calls.append(ids)
-        return {} if len(calls) == 1 else real_archived(ids)
-
-    monkeypatch.setattr(storage, "_archived", blind_at_first)
+    calls = archived_first_seen_as(monkeypatch, {})  # blind to the rows the first run stored
     report = archive()
     assert report.errors == 0 and report.archived == 1
     assert len(calls) == 2  # blind, then the recount after the insert met rows already there
@@ -326,3 +333,24 @@ def test_a_message_archived_before_it_had_an_id_is_stored_once(plain_redis, late
     got = [(r.message_id, r.content, r.message_key if r.message_id else r.message_key[:6]) for r in rows]
     assert got == expected
     assert [r.position for r in rows] == list(range(len(expected)))
+
+
+def test_a_provisional_row_gone_before_its_claim_leaves_the_message_stored(plain_redis, monkeypatch):
+    """The provisional row was read, then removed (a purge, say) before the run gave it its
+    id: the message goes in as a new row, and the conversation's record counts what is there."""
+    from conversations import storage
+
+    earlier = [lc("human", "hola", "h1"), lc("ai", "buenas", "a1")]
+    plain_redis.set(KEY, with_unapplied_input(plain_value(earlier, ts=hours_ago(30)), [lc("human", "gracias")]))
+    archive()
+    stale = storage._archived(["wa-msg-abc123"])
+    ConversationHistory.objects.filter(message_key__startswith="input:").delete()
+    calls = archived_first_seen_as(monkeypatch, stale)
+    plain_redis.set(KEY, plain_value(earlier + [lc("human", "gracias", "h2"), lc("ai", "De nada", "a2")], ts=hours_ago(29)))
+
+    report = archive()
+
+    assert report.errors == 0 and report.archived == 1 and len(calls) == 2
+    rows = ConversationHistory.objects.filter(conversation_id="wa-msg-abc123").order_by("position")
+    assert [r.message_id for r in rows] == ["h1", "a1", "h2", "a2"]
+    assert ArchivedConversation.objects.get(conversation_id="wa-msg-abc123").message_count == 4
