@@ -793,6 +793,21 @@ def wait_for_rows(target: Target, archiver: Archiver, timeout: float = 60) -> No
         time.sleep(0.05)
 
 
+def check_retries(result: Result, run: Run) -> int:
+    """Count the run's retries and check them against ARCHIVER_RETRY_ATTEMPTS=2 and
+    ARCHIVER_RETRY_DELAY_SECONDS=1: one retry per failed batch, a second after the failure.
+    Returns the number of retries."""
+    first, later, gaps = retry_gaps(run.stderr)
+    result.count("retries", first)
+    result.count("conversations_failed_after_retry", run.stderr.count("after retry, skipping"))
+    if later:
+        result.problem(f"{later} warnings of a third attempt: the retry setting says 2 attempts")
+    if gaps and min(gaps) < 0.95:
+        result.problem(f"a retry came {min(gaps)} s after the failure; 1 s was configured")
+    result.facts.setdefault("retry_pause_s", []).extend(gaps[:5])
+    return first
+
+
 def check_unhealthy_run(result: Result, target: Target, run: Run, *, hit: bool) -> None:
     """A run that met an outage says so: exit 1, an unhealthy health file; and no traceback."""
     document = health(target)
@@ -834,16 +849,9 @@ def scenario_pg_terminate(target: Target, rng: random.Random, trials: int, conve
         # than the first pause.
         with repeatedly(lambda: terminate_backends(admin_url, database), *every, rng, at_once=True) as done:
             run = archiver.wait()
-        first, later, gaps = retry_gaps(run.stderr)
         result.count("connections_terminated", done["count"])
         result.count("trials_disturbed_mid_run", int(done["count"] > 0))
-        result.count("retries", first)
-        result.count("conversations_failed_after_retry", run.stderr.count("after retry, skipping"))
-        if later:
-            result.problem(f"{later} warnings of a third attempt: the retry setting says 2 attempts")
-        if gaps and min(gaps) < 0.95:
-            result.problem(f"a retry came {min(gaps)} s after the failure; 1 s was configured")
-        result.facts.setdefault("retry_pause_s", []).extend(gaps[:5])
+        first = check_retries(result, run)
         check_unhealthy_run(result, target, run, hit=done["count"] > 0)
         log(f"  pg-terminate trial {trial + 1}: {done['count']} connections terminated, {first} retries, exit {run.returncode}")
         finish_trial(result, target, backlog)
@@ -907,22 +915,13 @@ def scenario_pg_restart(redis_url: str, health_file: Path, rng: random.Random, t
             pg_cluster("start")
             run = archiver.wait()
             wait_for_pg(db_url)
-            first, later, gaps = retry_gaps(run.stderr)
             # Met the stop: a database error in the run's own log. A process still running when
             # the server stopped may have been past its last database write (exiting).
             met = stopped and ("Database error" in run.stderr or "Cannot record the run" in run.stderr)
             result.count("server_stops_mid_run", int(stopped))
             result.count("runs_that_met_the_stop", int(met))
-            result.count("retries", first)
-            result.count("conversations_failed_after_retry", run.stderr.count("after retry, skipping"))
-            if later:
-                result.problem(f"{later} warnings of a third attempt")
-            if gaps and min(gaps) < 0.95:
-                result.problem(f"a retry came {min(gaps)} s after the failure; 1 s was configured")
-            result.facts.setdefault("retry_pause_s", []).extend(gaps[:5])
-            check_unhealthy_run(result, target, run, hit=met)
-            if met and "Failed to archive" in run.stderr and run.returncode != 1:
-                result.problem(f"the run failed to archive while the server was down but exited {run.returncode}")
+            first = check_retries(result, run)
+            check_unhealthy_run(result, target, run, hit=met)  # a run that failed to archive exits 1
             if run.returncode == 0 and (left := still_in_redis(target.client(), backlog)):
                 result.problem(f"the run exited 0 but left {len(left)} conversations in Redis")
             log(f"  pg-restart trial {trial + 1}: down {down:.1f} s, {first} retries, exit {run.returncode}")
