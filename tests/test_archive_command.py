@@ -40,9 +40,9 @@ def health(settings) -> dict:
 
 
 def test_command_prints_one_summary_line_and_writes_the_guides_health_file(plain_redis, settings):
-    seed(plain_redis)
     out = StringIO()
     with freeze_time("2026-11-29 13:00:00", tick=True):  # 14:00 in Madrid (CET, +01:00)
+        seed(plain_redis)  # 24 hours before the frozen clock, the one the archiver reads
         call_command("archive_checkpoints", stdout=out)
 
     assert out.getvalue().strip().splitlines() == [out.getvalue().strip()]
