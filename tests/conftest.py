@@ -18,14 +18,25 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.reliability import stop_redis
+
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 STACK_PORT = int(os.environ.get("TEST_STACK_PORT", "6390"))
 STACK_URL = f"redis://127.0.0.1:{STACK_PORT}/0"
 
 
+def clock_environment() -> dict[str, str]:
+    """The variables that set this process's clock (libfaketime's, with which CI moves the whole
+    suite in time): a child started with an emptied environment, as cron starts its jobs,
+    keeps them, so that it reads the same clock as the test that made its data."""
+    return {k: v for k, v in os.environ.items() if k in ("LD_PRELOAD", "DONT_FAKE_MONOTONIC") or k.startswith("FAKETIME")}
+
+
 @pytest.fixture(scope="session")
-def stack_server() -> str:
+def stack_server() -> Iterator[str]:
+    """The Redis server with modules; stopped at the end of the session if this session
+    started it (one that was already running is left as it was found)."""
     result = subprocess.run(
         [str(ROOT / "scripts" / "start-redis-stack.sh"), str(STACK_PORT)],
         env={**os.environ, "PYTHON": sys.executable},
@@ -34,7 +45,9 @@ def stack_server() -> str:
     )
     if result.returncode != 0:
         pytest.fail(f"cannot start the Redis server with modules: {result.stdout}{result.stderr}")
-    return STACK_URL
+    yield STACK_URL
+    if "already listening" not in result.stdout:
+        stop_redis(STACK_PORT)
 
 
 def _flushed(url: str) -> Iterator[redis.Redis]:

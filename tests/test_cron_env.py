@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLAIN_URL
+from tests.conftest import PLAIN_URL, clock_environment
 from tests.factories import hours_ago, lc, plain_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def run_like_cron(line: str, tmp_path: Path) -> tuple[subprocess.CompletedProces
     out, err = tmp_path / "job.out", tmp_path / "job.err"
     out.touch()
     err.touch()
-    hooks = {"CRON_JOB_STDOUT": str(out), "CRON_JOB_STDERR": str(err)}
+    hooks = {"CRON_JOB_STDOUT": str(out), "CRON_JOB_STDERR": str(err), **clock_environment()}
     result = subprocess.run(
         ["env", "-i", *(f"{k}={v}" for k, v in {**CRON_ENV, **hooks}.items()), "/bin/sh", "-c", command],
         capture_output=True,
