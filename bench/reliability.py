@@ -665,7 +665,7 @@ def finish_trial(result: Result, target: Target, backlog: Backlog, *, expect_hea
     return clean
 
 
-def calibrate(target: Target, rng: random.Random, conversations: int, real: int) -> tuple[float, float]:
+def calibrate(target: Target, rng: random.Random, conversations: int, real: int) -> tuple[float, Run]:
     """How long an empty run takes (start-up) and one undisturbed run over such a backlog
     (also a check of the harness itself)."""
     target.reset()
@@ -675,15 +675,27 @@ def calibrate(target: Target, rng: random.Random, conversations: int, real: int)
     tally = compare(backlog, archived_rows(target.db_url))
     if run.returncode != 0 or not tally.clean:
         raise SystemExit(f"an undisturbed run is not clean: exit {run.returncode}, {tally.as_dict()}\n{run.stderr[-2000:]}")
-    return startup, run.seconds
+    return startup, run
+
+
+BATCH_LINE = re.compile(r" Batch of (\d+) keys \([^)]*\): .* in (-?[\d.]+)s$", re.MULTILINE)
+
+
+def seconds_per_key(run: Run) -> float:
+    """What a batch took per key, from the run's own log lines. (The difference between a full
+    run and an empty one, measured on a busy machine, can come out negative.)"""
+    batches = [(int(keys), max(0.0, float(seconds))) for keys, seconds in BATCH_LINE.findall(run.stderr)]
+    keys = sum(k for k, _ in batches)
+    return sum(s for _, s in batches) / keys if keys else 0.0
 
 
 def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversations: int, real: int = 8,
                      log: Callable[[str], None] = print) -> Result:
     """SIGKILL at random moments, one to three times per trial, then one clean run."""
     result = Result("sigkill")
-    startup, duration = calibrate(target, rng, conversations, real)
-    result.facts.update(start_up_s=round(startup, 2), undisturbed_run_s=round(duration, 2))
+    startup, undisturbed = calibrate(target, rng, conversations, real)
+    per_key = seconds_per_key(undisturbed)
+    result.facts.update(start_up_s=round(startup, 2), undisturbed_run_s=round(undisturbed.seconds, 2))
     for trial in range(trials):
         target.reset()
         backlog = seed_backlog(target, rng, conversations, real)
@@ -695,7 +707,7 @@ def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversati
             if kill == 0 and trial % 2 == 0:
                 killed = kill_between_commit_and_delete(target, archiver, client)
             else:
-                killed = kill_at_random_progress(archiver, rng, batches=-(-left // batch), batch_s=(duration - startup) * batch / conversations)
+                killed = kill_at_random_progress(archiver, rng, batches=-(-left // batch), batch_s=per_key * batch)
             if killed:
                 result.count("kills")
                 archiver.result(killed=True)
@@ -942,23 +954,73 @@ def kill_redis_clients(redis_url: str) -> int:
 
 def scenario_redis_kill(target: Target, rng: random.Random, trials: int, conversations: int,
                         every: tuple[float, float] = (0.02, 0.4), log: Callable[[str], None] = print) -> Result:
-    """Redis drops every client connection every `every` seconds (0.02-0.4 s) during a run."""
+    """Redis drops every client connection, again and again, while a run is certainly under
+    way: the run is held at its first insert (held_rows), Redis writes are paused (reads go on),
+    then the run is let go, so that its deletes wait on Redis while the connections are killed
+    every `every` seconds (0.02-0.4 s); writes resume when the run has ended."""
     result = Result("redis-kill")
     for trial in range(trials):
         target.reset()
         backlog = seed_backlog(target, rng, conversations)
-        archiver = Archiver(target, "--batch-size", str(rng.choice([10, 25, 50])))
-        wait_for_rows(target, archiver)
-        with repeatedly(lambda: kill_redis_clients(target.redis_url), *every, rng) as done:
-            run = archiver.wait()
+        client = target.client()
+        with held_rows(target.db_url, backlog) as gate:
+            archiver = Archiver(target, "--batch-size", str(rng.choice([10, 25, 50])))
+            held = wait_for_lock_wait(target.db_url, archiver)
+            client.execute_command("CLIENT", "PAUSE", 120_000, "WRITE")
+            gate.rollback()
+        try:
+            with repeatedly(lambda: kill_redis_clients(target.redis_url), *every, rng, at_once=True) as done:
+                run = archiver.wait()
+        finally:
+            client.execute_command("CLIENT", "UNPAUSE")
+        if not held:
+            result.problem("the run was not held at its first insert: it ended first")
         result.count("connections_killed", done["count"])
-        result.count("trials_disturbed_mid_run", int(done["count"] > 0))
+        result.count("trials_disturbed_mid_run", int(held and done["count"] > 0))
         check_unhealthy_run(result, target, run, hit=done["count"] > 0)
         if run.returncode == 1 and "Redis connection failed" not in run.stderr:
             result.problem("an unhealthy run after Redis dropped it does not say so")
         log(f"  redis-kill trial {trial + 1}: {done['count']} connections killed, exit {run.returncode}")
         finish_trial(result, target, backlog)
     return result
+
+
+@contextmanager
+def held_rows(db_url: str, backlog: Backlog) -> Iterator[psycopg.Connection]:
+    """An open transaction that has inserted, without committing, the first message of every
+    conversation of the backlog whose first message has an id: an archiver that inserts one of
+    them waits (a unique index waits for the transaction holding the same key) until the
+    transaction ends. Rolled back at the end of the block, if not before."""
+    conn = psycopg.connect(db_url)
+    try:
+        now = datetime.now(timezone.utc)
+        rows = [(s.conversation_id, f"id:{s.messages[0].id}") for s in backlog.conversations.values() if s.messages and s.messages[0].id]
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO conversation_history (conversation_id, message_key, timestamp, role, content, position, metadata, "
+                "source, thread_id, checkpoint_ns, checkpoint_id, archived_at) "
+                "VALUES (%s, %s, %s, 'human', '', 0, '{}', 'plain', '', '', '', %s)",
+                [(cid, key, now, now) for cid, key in rows],
+            )
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def wait_for_lock_wait(db_url: str, archiver: Archiver, timeout: float = 120) -> bool:
+    """Until the archiver's database session waits on a lock held by another transaction; False
+    if the run ended (or the time ran out) first."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while archiver.running() and time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'", (APP_NAME,)
+            ).fetchone()[0]
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False
 
 
 def scenario_redis_restart(target: Target, port: int, rng: random.Random, trials: int, conversations: int,
@@ -1236,11 +1298,23 @@ def fresh_database(admin_url: str, name: str) -> str:
     return url
 
 
-def start_redis(port: int) -> None:
+def start_redis(port: int) -> bool:
+    """Start the Redis server with modules on `port` unless one runs there; True if started."""
     started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(port)], capture_output=True, text=True,
                              env={**os.environ, "PYTHON": sys.executable})
     if started.returncode != 0:
         raise SystemExit(started.stdout + started.stderr)
+    return "already listening" not in started.stdout
+
+
+def stop_redis(port: int) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=2)
+    try:
+        client.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass
+    finally:
+        client.close()
 
 
 def machine() -> dict[str, Any]:
@@ -1273,7 +1347,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
 
     began = time.monotonic()
-    start_redis(REDIS_PORT)
+    redis_started = start_redis(REDIS_PORT)
     db_url = fresh_database(PG_ADMIN_URL, DB_NAME)
     redis_url = f"redis://127.0.0.1:{REDIS_PORT}/0"
     work = Path(tempfile.mkdtemp(prefix="relia-"))
@@ -1316,6 +1390,8 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
         shutil.rmtree(work, ignore_errors=True)
+        if redis_started:
+            stop_redis(REDIS_PORT)
     print_table(report["scenarios"])
     print(f"figures written to {args.out} ({report['seconds']} s)")
     return 0 if ok else 1
