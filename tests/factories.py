@@ -32,6 +32,7 @@ def plain_value(
     conversation_id: str | None = None,
     customer_id: str | None = None,
     summary: str | None = None,
+    checkpoint_id: str = "1f1ebb25-0000",
 ) -> str:
     values: dict[str, Any] = {"messages": messages}
     if conversation_id is not None:
@@ -41,7 +42,7 @@ def plain_value(
     if summary is not None:
         values["conversation_summary"] = summary
     return json.dumps(
-        {"v": 4, "ts": ts.astimezone(timezone.utc).isoformat(), "id": "1f1ebb25-0000", "channel_values": values},
+        {"v": 4, "ts": ts.astimezone(timezone.utc).isoformat(), "id": checkpoint_id, "channel_values": values},
         ensure_ascii=False,
     )
 

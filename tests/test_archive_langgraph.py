@@ -323,3 +323,39 @@ def test_a_redis_without_the_savers_index_is_one_clear_error(stack_redis):
     assert report.errors == 1 and "no search index 'checkpoint'" in report.error_messages[0]
     assert not ConversationHistory.objects.exists()
     assert stack_redis.exists("checkpoint_latest:t:__empty__", "checkpoint:t:__empty__:1") == 2
+
+
+@pytest.mark.parametrize("saver", ["redis", "shallow"])
+def test_a_write_registered_between_the_search_and_the_delete_keeps_the_thread(stack_redis, monkeypatch, saver):
+    """The bot's put_writes stores and registers a pending write after the delete's search
+    looked at the thread and before its script runs: only the script's own count of the
+    registered writes can see it, and the thread must stay for the next run."""
+    from langchain_core.messages import AIMessage
+
+    from conversations.checkpoints import base
+
+    url = stack_url(stack_redis)
+    lgwriter.write_conversation(url, THREAD, ["hola"], saver=saver)
+    real_search = base.search_threads
+    late = AIMessage(content="Un momento, lo compruebo 🔎", id="late-1")
+
+    def bot_writes_after_the_search(client, index, threads):
+        found = real_search(client, index, threads)
+        if index == "checkpoint_write":
+            with lgwriter._saver_class(saver).from_conn_string(url) as bot:
+                bot.setup()  # as every bot does: it also makes the saver register its writes
+                config = bot.get_tuple({"configurable": {"thread_id": THREAD}}).config
+                bot.put_writes(config, [("messages", [late])], task_id="late-task")
+        return found
+
+    monkeypatch.setattr(base, "search_threads", bot_writes_after_the_search)
+    first = archive()
+    monkeypatch.undo()
+    assert (first.archived, first.deferred) == (0, 1)
+    assert lgwriter.conversation_state(url, THREAD, saver=saver)["messages"]  # still in Redis
+
+    second = archive()
+
+    assert (second.archived, second.messages) == (1, 1)
+    assert archived(THREAD)[-1]["id"] == "late-1"
+    assert remaining_keys(stack_redis) == []

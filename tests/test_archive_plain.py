@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from conversations.archiving import options, run_archive
+from conversations.archiving import is_due, options, run_archive
+from conversations.checkpoints import Candidate
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
 from tests.factories import hours_ago, lc, plain_value, simple
 
@@ -77,6 +79,27 @@ def test_cutoff_and_ttl_buffer_boundaries(plain_redis, age_hours, ttl_seconds, a
     assert report.archived == int(archived)
     assert ConversationHistory.objects.exists() is archived
     assert bool(plain_redis.exists(KEY)) is not archived
+
+
+def test_a_conversation_exactly_as_old_as_the_cutoff_is_due(plain_redis):
+    now = timezone.now()  # the clock the run is given, and the one the checkpoint is dated by
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=now - timedelta(hours=23)))
+    younger = "langgraph:checkpoint:younger:1"
+    plain_redis.set(younger, plain_value([lc("human", "hola", "h1")], ts=now - timedelta(hours=23) + timedelta(microseconds=1)))
+
+    report = archive(now=now, cutoff_hours=23)
+
+    assert report.archived == 1
+    assert not plain_redis.exists(KEY) and plain_redis.exists(younger)
+
+
+@pytest.mark.parametrize("ttl_seconds, due", [(3600, False), (3599.999, True), (None, False)])
+def test_keys_with_exactly_the_ttl_buffer_left_are_not_yet_due(ttl_seconds, due):
+    """Remaining TTL is read in milliseconds, so the boundary is checked on the rule itself."""
+    now = timezone.now()
+    candidate = Candidate(key=KEY, thread_id="t", checkpoint_ns="", checkpoint_key=KEY,
+                          checkpoint_time=now - timedelta(hours=1), ttl_seconds=ttl_seconds)
+    assert is_due(candidate, options(now=now, ttl_buffer_minutes=60)) is due
 
 
 def test_simple_dict_messages_map_roles_and_keep_their_own_timestamps(plain_redis):
@@ -175,6 +198,42 @@ def test_written_to_during_the_run_stays_and_next_run_adds_only_new_messages(pla
     report = archive(now=hours_ago(-24))
     assert (report.archived, report.messages) == (1, 1)
     assert [r.content for r in ConversationHistory.objects.order_by("position")] == ["hola", "buenas", "¿sigues ahí?"]
+
+
+def test_messages_without_ids_are_stored_once_when_a_deferred_conversation_is_read_again(plain_redis, monkeypatch):
+    """The bot writes a new checkpoint (a new checkpoint id) while the run archives the old one:
+    the id-less messages read again under the new checkpoint are the same messages."""
+    first = [simple("user", "hola"), simple("assistant", "buenas")]
+    plain_redis.set(KEY, plain_value(first, ts=hours_ago(24), checkpoint_id="1f1ebb25-0001"))
+    from conversations import storage
+
+    real_write = storage.write_conversations
+
+    def bot_writes_meanwhile(conversations, now):
+        result = real_write(conversations, now)
+        later = plain_value(first + [simple("user", "¿sigues ahí?")], ts=hours_ago(0.01), checkpoint_id="1f1ebb25-0002")
+        plain_redis.set(KEY, later)
+        return result
+
+    monkeypatch.setattr(storage, "write_conversations", bot_writes_meanwhile)
+    assert archive().deferred == 1
+    monkeypatch.undo()
+
+    report = archive(now=hours_ago(-24))
+
+    assert (report.archived, report.messages) == (1, 1)
+    assert [r.content for r in ConversationHistory.objects.order_by("position")] == ["hola", "buenas", "¿sigues ahí?"]
+
+
+def test_archiving_again_without_a_summary_keeps_the_one_archived(plain_redis):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24), conversation_id="c1", summary="Saludo"))
+    archive()
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1"), lc("ai", "buenas", "a1")], ts=hours_ago(24), conversation_id="c1"))
+
+    archive()
+
+    conversation = ArchivedConversation.objects.get(conversation_id="c1")
+    assert (conversation.summary, conversation.message_count) == ("Saludo", 2)
 
 
 def test_same_thread_starting_over_after_archival_is_appended(plain_redis):
