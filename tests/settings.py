@@ -12,3 +12,8 @@ from archive_site.settings import *  # noqa: E402,F401,F403
 # (and its own Redis database and port through TEST_REDIS_URL and TEST_STACK_PORT).
 if os.environ.get("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}  # noqa: F405
+
+# The tests serve the admin's static files from the apps' own folders, as runserver does, not
+# from the collectstatic output that only the image builds (STATIC_ROOT is empty here).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -423,4 +423,4 @@ def test_gunicorn_serves_the_admin_and_whitenoise_its_static_files(tmp_path):
         assert "max-age" in css.headers["Cache-Control"]  # whitenoise's header; Django serves nothing here
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.communicate(timeout=30)  # reaps it and closes its output pipe
