@@ -21,7 +21,7 @@ bin="${VENV_BIN:-.venv/bin}"
 dockerfile="${DOCKERFILE:-Dockerfile}"
 compose_file="${COMPOSE_FILE:-docker-compose.yml}"
 env_example="${ENV_EXAMPLE:-.env.example}"
-scripts=(docker/entrypoint.sh docker/cron-job.sh scripts/check-deploy.sh)
+scripts=(docker/entrypoint.sh docker/cron-job.sh scripts/*.sh)
 
 fail() {
     echo "check-deploy: FAILED: $*" >&2
