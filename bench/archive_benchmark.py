@@ -42,6 +42,10 @@ import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.servers import redis_server  # noqa: E402
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DB_NAME = os.environ.get("BENCH_DB_NAME", "bench_archive")
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "6394"))
@@ -387,19 +391,18 @@ def main() -> None:
     if args.naive_worker:
         return naive_worker()
 
-    started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(REDIS_PORT)], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
-    if started.returncode != 0:
-        raise SystemExit(started.stdout + started.stderr)
     sizes = [int(s) for s in args.memory.split(",") if s.strip()] or [args.messages]
     health = Path("/tmp") / f"bench-health-{os.getpid()}.json"
     results = []
-    for size in sizes:
-        results.append(measure(size, args.naive_sample if len(results) == 0 else 0, args.seed, health))
-        print(json.dumps(results[-1]), flush=True)
+    with redis_server(REDIS_PORT):
+        for size in sizes:
+            results.append(measure(size, args.naive_sample if len(results) == 0 else 0, args.seed, health))
+            print(json.dumps(results[-1]), flush=True)
+        described = machine()
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**described, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         # the archiver's settings from the environment that change its speed
         "archiver": {name: os.environ[name] for name in ("ARCHIVER_WRITERS", "ARCHIVER_BATCH_SIZE") if name in os.environ},
         "results": results,

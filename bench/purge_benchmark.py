@@ -33,6 +33,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archive_benchmark as bench  # noqa: E402  (the same seeding and machine description)
+from bench.servers import redis_server  # noqa: E402
 
 ROOT = bench.ROOT
 DB_NAME = "bench_purge"
@@ -113,10 +114,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "purge.json")
     args = parser.parse_args()
-    started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(bench.REDIS_PORT)], env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
-    if started.returncode != 0:
-        raise SystemExit(started.stdout + started.stderr)
+    with redis_server(bench.REDIS_PORT):
+        measure(args)
 
+
+def measure(args: argparse.Namespace) -> None:
     seeding = seed_database(args.rows)
     with psycopg.connect(url(), options="-c TimeZone=Europe/Madrid") as conn:
         old = conn.execute("SELECT count(*) FROM conversation_history WHERE timestamp < now() - interval '6 months'").fetchone()[0]

@@ -65,6 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.servers import start_redis, stop_redis  # noqa: E402
+
 PG_ADMIN_URL = os.environ.get("RELIA_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DB_NAME = os.environ.get("RELIA_DB_NAME", "relia_archive")
 REDIS_PORT = int(os.environ.get("RELIA_REDIS_PORT", "6396"))
@@ -1296,25 +1298,6 @@ def fresh_database(admin_url: str, name: str) -> str:
     url = admin_url.rsplit("/", 1)[0] + "/" + name
     migrate(url)
     return url
-
-
-def start_redis(port: int) -> bool:
-    """Start the Redis server with modules on `port` unless one runs there; True if started."""
-    started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(port)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHON": sys.executable})
-    if started.returncode != 0:
-        raise SystemExit(started.stdout + started.stderr)
-    return "already listening" not in started.stdout
-
-
-def stop_redis(port: int) -> None:
-    client = redis.Redis(port=port, socket_connect_timeout=2)
-    try:
-        client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass
-    finally:
-        client.close()
 
 
 def machine() -> dict[str, Any]:
