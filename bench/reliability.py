@@ -1000,8 +1000,8 @@ def held_rows(db_url: str, backlog: Backlog) -> Iterator[psycopg.Connection]:
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO conversation_history (conversation_id, message_key, timestamp, role, content, position, metadata, "
-                "source, thread_id, checkpoint_ns, checkpoint_id, archived_at) "
-                "VALUES (%s, %s, %s, 'human', '', 0, '{}', 'plain', '', '', '', %s)",
+                "source, thread_id, checkpoint_ns, checkpoint_id, archived_at, fingerprint) "
+                "VALUES (%s, %s, %s, 'human', '', 0, '{}', 'plain', '', '', '', %s, '')",
                 [(cid, key, now, now) for cid, key in rows],
             )
         yield conn

@@ -30,7 +30,8 @@ from django.utils import timezone
 
 from conversations import conf, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
-from conversations.checkpoints.base import Broken, broken_with_value, decode
+from conversations.checkpoints.base import Broken, Held, broken_with_value
+from conversations.checkpoints.redisjson import decode
 from conversations.checkpoints.client import connect, redis_errors
 from conversations.exceptions import ArchiverError, RedisUnavailable, RunInProgress
 from conversations.health import health_document, write_health
@@ -233,16 +234,35 @@ def read_batch(
 
 
 def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
-    """Quarantine, write, and only then delete what was written."""
+    """Quarantine, write, and only then delete what was written, and what the delete guard
+    finds committed."""
     layout = batch.layout
     _quarantine(batch.broken, opts, report)
     written = _write(client, layout, batch.conversations, opts, report)
     archived = deferred = 0
+    refused: dict[int, str] = {}
+
+    def guard(items: list[tuple[Conversation, Held]]) -> list[bool]:
+        try:
+            missing = storage.with_retry(lambda: storage.unarchived(items), "checking what the keys hold")
+        except DatabaseError as exc:  # cannot tell: every key stays, the next run checks again
+            for conversation, _ in items:
+                refused[id(conversation)] = f"the archive could not be asked: {exc}"
+            return [False] * len(items)
+        for (conversation, _), absent in zip(items, missing):
+            if absent:
+                refused[id(conversation)] = "not archived: " + ", ".join(sorted(absent)[:3])
+        return [not absent for absent in missing]
+
     with redis_errors():
-        removed = layout.delete_many(client, written) if written else []
+        removed = layout.delete_many(client, written, check=guard) if written else []
     for conversation, gone in zip(written, removed):
         if gone:
             archived += 1
+        elif id(conversation) in refused:
+            message = f"{conversation.conversation_id}: its keys stay in Redis, the delete guard refused them ({refused[id(conversation)]})"
+            logger.error("Conversation %s", message)
+            report.error(message)
         else:
             deferred += 1
             logger.info(
@@ -360,9 +380,10 @@ def _failed(
         report.error(f"{conversation.conversation_id}: {exc}")
     if quarantine:
         with redis_errors():
-            broken = [broken_with_value(client, c.candidate.checkpoint_key, f"the database refused it: {exc}") for c in conversations]
-        for b, c in zip(broken, conversations):
-            b.source = c.source
+            broken = [
+                broken_with_value(client, c.candidate.checkpoint_key, f"the database refused it: {exc}", c.source)
+                for c in conversations
+            ]
         _quarantine(broken, opts, report, count=False)
     return []
 

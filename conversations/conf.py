@@ -6,6 +6,7 @@ the dict with pytest-django's `settings` fixture.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -42,9 +43,13 @@ DEFAULTS: dict[str, Any] = {
     "CHECKPOINT_WRITE_PREFIX": "checkpoint_write",
     "WRITE_KEYS_ZSET_PREFIX": "write_keys_zset",
     "PLAIN_PREFIX": "langgraph:checkpoint:",
-    # Names of the state fields that carry the conversation-level facts.
-    "CONVERSATION_ID_FIELD": "conversation_id",
-    "CUSTOMER_ID_FIELD": "customer_id",
+    # Names of the state fields that carry the conversation-level facts. For the conversation
+    # and customer ids, the first name the state sets wins; where the state sets none, the
+    # newest checkpoint's metadata is asked for the same names (savers that follow LangGraph's
+    # get_checkpoint_metadata copy the run's configurable keys there); then the conversation
+    # id is the thread id.
+    "CONVERSATION_ID_FIELDS": ("conversation_id",),
+    "CUSTOMER_ID_FIELDS": ("customer_id", "user_id"),
     "SUMMARY_FIELD": "conversation_summary",
     "MESSAGES_FIELD": "messages",
     # The lock that keeps two runs apart; it expires this long after its holder last
@@ -55,7 +60,6 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_MONTHS": 6,
 }
 
-KNOWN_LAYOUTS = ("redis", "shallow", "plain")
 
 
 def get(name: str) -> Any:
@@ -63,3 +67,28 @@ def get(name: str) -> Any:
     if name in overrides:
         return overrides[name]
     return DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The names of the state keys the archive reads."""
+
+    messages: str
+    summary: str
+    conversation_id: tuple[str, ...]  # the first one set wins
+    customer_id: tuple[str, ...]
+
+
+def fields() -> Fields:
+    """The state keys the archive reads; a single name is accepted where a list is expected."""
+
+    def names(key: str) -> tuple[str, ...]:
+        value = get(key)
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    return Fields(
+        messages=get("MESSAGES_FIELD"),
+        summary=get("SUMMARY_FIELD"),
+        conversation_id=names("CONVERSATION_ID_FIELDS"),
+        customer_id=names("CUSTOMER_ID_FIELDS"),
+    )

@@ -14,7 +14,9 @@ from django.db import models
 class ConversationHistory(models.Model):
     conversation_id = models.TextField()
     customer_id = models.TextField(null=True, blank=True)
-    timestamp = models.DateTimeField(help_text="When the message entered the conversation.")
+    timestamp = models.DateTimeField(
+        help_text="When the message entered the conversation: its own time, or that of the checkpoint where it first appeared."
+    )
     role = models.CharField(max_length=32, help_text="human, ai, tool or system.")
     content = models.TextField(blank=True, help_text="The readable text of the message.")
     content_blocks = models.JSONField(
@@ -32,9 +34,19 @@ class ConversationHistory(models.Model):
     # Where the row came from.
     source = models.CharField(max_length=16, help_text="Checkpoint layout: redis, shallow or plain.")
     thread_id = models.TextField()
-    checkpoint_ns = models.TextField(blank=True)
-    checkpoint_id = models.TextField(blank=True)
+    checkpoint_ns = models.TextField(
+        blank=True, help_text="The subgraph namespace of a message that only a subgraph had; empty for the conversation's own."
+    )
+    checkpoint_id = models.TextField(blank=True, help_text="The checkpoint where the message first appeared.")
     archived_at = models.DateTimeField()
+    removed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the bot removed the message from its state (trimmed, summarized, deleted); empty while the bot still has it.",
+    )
+    fingerprint = models.CharField(
+        max_length=40, blank=True, default="", help_text="Digest of the stored fields; a new one means the bot edited the message."
+    )
 
     class Meta:
         db_table = "conversation_history"

@@ -24,8 +24,9 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from conversations import conf
-from conversations.checkpoints.base import Broken, Conversation
-from conversations.checkpoints.messages import PROVISIONAL_PREFIX, message_keys
+from conversations.checkpoints.base import Broken, Conversation, Held
+from conversations.checkpoints.history import Entry
+from conversations.checkpoints.messages import PROVISIONAL_PREFIX, Message
 from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ COLUMNS = [
     "checkpoint_ns",
     "checkpoint_id",
     "archived_at",
+    "removed_at",
+    "fingerprint",
 ]
 STAGING = "conversation_history_staging"
-# A message not yet archived: its conversation, the message, its key, its time, its position.
-NewRow = tuple[Conversation, Any, str, datetime, int]
+# A message not yet archived: its conversation, the entry, its fingerprint, its position.
+NewRow = tuple[Conversation, Entry, str, int]
 # Errors worth another attempt: the connection or the server, not the data.
 RETRYABLE = (OperationalError, InterfaceError)
 # Values that cannot be stored, found only while the rows are formatted or sent: text with a
@@ -99,33 +102,102 @@ def pause(seconds: float) -> None:
 
 
 def write_conversations(conversations: list[Conversation], now: datetime) -> dict[str, int]:
-    """Store the messages not yet archived; return how many rows each conversation gained."""
+    """Store the messages not yet archived, bring up to date the ones the bot edited or removed
+    from its state since; return how many rows each conversation gained."""
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
         archived = _archived(ids)
         rows: list[NewRow] = []
+        changes: list[Change] = []
         added = dict.fromkeys(ids, 0)
         exact = True  # whether `archived` still counts what the table holds
         for conversation in conversations:
             known = archived.setdefault(conversation.conversation_id, Archived())
-            state_keys = message_keys(conversation.messages, conversation.scope)
-            for i, (message, key, stamp) in enumerate(zip(conversation.messages, state_keys, conversation.timestamps)):
-                if key in known.keys:
+            for i, entry in enumerate(conversation.entries):
+                digest = fingerprint(entry.message)
+                stored = known.rows.get(entry.key)
+                if stored is not None:
+                    if stored.fingerprint != digest or (stored.removed_at is None) != (entry.removed_at is None):
+                        changes.append(Change(conversation.conversation_id, entry, digest))
                     continue
-                claimed = _claim(known, message, state_keys[i - 1] if i else None)
+                claimed = _claim(known, entry.message, conversation.entries[i - 1].key if i else None)
                 if claimed is not None:
-                    if _replace_provisional(conversation, claimed, message, key):
-                        known.keys[key] = claimed.position
+                    if _replace_provisional(conversation, claimed, entry, digest):
+                        known.rows[entry.key] = Stored(claimed.position, digest, entry.removed_at)
                         continue
                     exact = False  # changed meanwhile: insert it as any new message
-                rows.append((conversation, message, key, stamp, known.add(key, stamp)))
+                rows.append((conversation, entry, digest, known.add(entry.key, entry.time, digest=digest)))
                 added[conversation.conversation_id] += 1
         if rows and not _insert(rows, now):
             exact = False  # some rows were there already
+        if changes:
+            _update(changes)
         if not exact:
             archived = _archived(ids)
         _refresh_conversations(conversations, archived, now)
     return added
+
+
+def fingerprint(message: Message) -> str:
+    """A digest of everything stored of a message: a different one under the same identity
+    means the bot edited the message in place."""
+    fields = [
+        message.role, message.content, message.content_blocks, message.message_id, message.name,
+        message.tool_calls, message.tool_call_id, message.metadata,
+    ]
+    return hashlib.sha1(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass
+class Change:
+    """An archived message to bring up to date: its newest content, and whether the bot still has it."""
+
+    conversation_id: str
+    entry: Entry
+    fingerprint: str
+
+
+def _update(changes: list[Change]) -> None:
+    """One UPDATE ... FROM (VALUES ...) for the batch's edited and removed messages. A removal
+    time once set is kept; it is cleared if the bot has the message again."""
+    table = ConversationHistory._meta.db_table
+    values, params = [], []
+    for change in changes:
+        m = change.entry.message
+        values.append("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        params += [
+            change.conversation_id, change.entry.key, m.content, _json_param(m.content_blocks), m.name,
+            _json_param(m.tool_calls), m.tool_call_id, _json_param(m.metadata), change.fingerprint,
+            change.entry.removed_at, change.entry.removed_at is not None,
+        ]
+    json_type = "jsonb" if connection.vendor == "postgresql" else "text"
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), UPDATE_CHUNK):
+            chunk = values[start : start + UPDATE_CHUNK]
+            cursor.execute(
+                f"""
+                UPDATE {table} AS h SET
+                    content = v.content, content_blocks = CAST(v.blocks AS {json_type}), name = v.name,
+                    tool_calls = CAST(v.calls AS {json_type}), tool_call_id = v.call_id,
+                    metadata = CAST(v.metadata AS {json_type}), fingerprint = v.fingerprint,
+                    removed_at = CASE WHEN v.removed THEN COALESCE(h.removed_at, CAST(v.removed_at AS {_time_type()})) END
+                FROM (VALUES {", ".join(chunk)}) AS v(conversation_id, message_key, content, blocks, name, calls,
+                                                     call_id, metadata, fingerprint, removed_at, removed)
+                WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key
+                """,
+                params[start * 11 : (start + len(chunk)) * 11],
+            )
+
+
+UPDATE_CHUNK = 500
+
+
+def _json_param(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _time_type() -> str:
+    return "timestamptz" if connection.vendor == "postgresql" else "datetime"
 
 
 @dataclass
@@ -139,21 +211,31 @@ class Provisional:
 
 
 @dataclass
-class Archived:
-    """What the archive holds of one conversation: its message keys with their positions, how
-    many rows, the first and last message times, and the provisional rows."""
+class Stored:
+    """An archived row as the writer needs it: its place, its fingerprint, its removal time."""
 
-    keys: dict[str, int] = field(default_factory=dict)
+    position: int
+    fingerprint: str
+    removed_at: datetime | None
+
+
+@dataclass
+class Archived:
+    """What the archive holds of one conversation: its rows by message key, how many, the first
+    and last message times, and the provisional rows."""
+
+    rows: dict[str, Stored] = field(default_factory=dict)
     last: int = -1
     count: int = 0
     first_at: datetime | None = None
     last_at: datetime | None = None
     provisional: list[Provisional] = field(default_factory=list)
 
-    def add(self, key: str, stamp: datetime, position: int | None = None) -> int:
+    def add(self, key: str, stamp: datetime, position: int | None = None, digest: str = "",
+            removed_at: datetime | None = None) -> int:
         """Count a row (a new one gets the next position); return its position."""
         position = self.last + 1 if position is None else position
-        self.keys[key] = position
+        self.rows[key] = Stored(position, digest, removed_at)
         self.last = max(self.last, position)
         self.count += 1
         self.first_at = stamp if self.first_at is None else min(self.first_at, stamp)
@@ -166,11 +248,11 @@ def _archived(conversation_ids: list[str]) -> dict[str, Archived]:
     conversations that have provisional rows)."""
     found: dict[str, Archived] = {}
     rows = ConversationHistory.objects.filter(conversation_id__in=conversation_ids).values_list(
-        "conversation_id", "message_key", "position", "timestamp"
+        "conversation_id", "message_key", "position", "timestamp", "fingerprint", "removed_at"
     )
     waiting: list[str] = []
-    for conversation_id, key, position, stamp in rows.iterator(chunk_size=5000):
-        found.setdefault(conversation_id, Archived()).add(key, stamp, position)
+    for conversation_id, key, position, stamp, digest, removed_at in rows.iterator(chunk_size=5000):
+        found.setdefault(conversation_id, Archived()).add(key, stamp, position, digest, removed_at)
         if key.startswith(PROVISIONAL_PREFIX):
             waiting.append(conversation_id)
     if waiting:
@@ -188,7 +270,8 @@ def _claim(known: Archived, message: Any, previous: str | None) -> Provisional |
     the state (or both first). A claimed row is no longer provisional."""
     if not known.provisional or not message.message_id:
         return None
-    before = -1 if previous is None else known.keys.get(previous)
+    stored = None if previous is None else known.rows.get(previous)
+    before = -1 if previous is None else (stored.position if stored else None)
     for row in known.provisional:
         if row.role == message.role and row.content == message.content and before == row.position - 1:
             known.provisional.remove(row)
@@ -196,30 +279,33 @@ def _claim(known: Archived, message: Any, previous: str | None) -> Provisional |
     return None
 
 
-def _replace_provisional(conversation: Conversation, row: Provisional, message: Any, key: str) -> bool:
+def _replace_provisional(conversation: Conversation, row: Provisional, entry: Entry, digest: str) -> bool:
     """Give the provisional row the message's id, key and metadata; it keeps its position and
     time. False if the rows changed since they were read (another writer stored the message
     under its id, or the provisional row was purged): then the provisional row goes, and the
     caller inserts the message like any other (ON CONFLICT keeps a row already there)."""
     archived = ConversationHistory.objects.filter(conversation_id=conversation.conversation_id)
-    if archived.filter(message_key=key).exists():
+    if archived.filter(message_key=entry.key).exists():
         archived.filter(message_key=row.key).delete()
         return False
     return bool(archived.filter(message_key=row.key).update(
-        message_key=key,
-        message_id=message.message_id,
-        metadata=message.metadata,
-        checkpoint_id=conversation.checkpoint_id,
+        message_key=entry.key,
+        message_id=entry.message.message_id,
+        metadata=entry.message.metadata,
+        checkpoint_id=entry.checkpoint_id,
+        fingerprint=digest,
+        removed_at=entry.removed_at,
     ))
 
 
 def _values(row: NewRow, now: datetime) -> dict[str, Any]:
-    conversation, message, key, stamp, position = row
+    conversation, entry, digest, position = row
+    message = entry.message
     candidate = conversation.candidate
     return {
         "conversation_id": conversation.conversation_id,
         "customer_id": conversation.state.customer_id,
-        "timestamp": stamp,
+        "timestamp": entry.time,
         "role": message.role,
         "content": message.content,
         "content_blocks": message.content_blocks,
@@ -229,12 +315,14 @@ def _values(row: NewRow, now: datetime) -> dict[str, Any]:
         "tool_calls": message.tool_calls,
         "tool_call_id": message.tool_call_id,
         "metadata": message.metadata,
-        "message_key": key,
+        "message_key": entry.key,
         "source": conversation.source,
         "thread_id": candidate.thread_id,
-        "checkpoint_ns": candidate.checkpoint_ns,
-        "checkpoint_id": conversation.checkpoint_id,
+        "checkpoint_ns": entry.ns,
+        "checkpoint_id": entry.checkpoint_id,
         "archived_at": now,
+        "removed_at": entry.removed_at,
+        "fingerprint": digest,
     }
 
 
@@ -291,19 +379,21 @@ def _copy_lines(rows: list[NewRow], now: datetime) -> list[str]:
     stamp_now = now.isoformat()
     shared: dict[int, tuple[str, str]] = {}
     lines = []
-    for conversation, m, key, stamp, position in rows:
-        head_tail = shared.get(id(conversation))
-        if head_tail is None:
-            c = conversation.candidate
-            head_tail = shared[id(conversation)] = (
+    for conversation, entry, digest, position in rows:
+        head_source = shared.get(id(conversation))
+        if head_source is None:
+            head_source = shared[id(conversation)] = (
                 f"{_text(conversation.conversation_id)}\t{_text(conversation.state.customer_id)}",
-                f"{conversation.source}\t{_text(c.thread_id)}\t{_text(c.checkpoint_ns)}\t{_text(conversation.checkpoint_id)}\t{stamp_now}",
+                f"{conversation.source}\t{_text(conversation.candidate.thread_id)}",
             )
-        head, tail = head_tail
+        head, source = head_source
+        m = entry.message
+        removed = "\\N" if entry.removed_at is None else entry.removed_at.isoformat()
         lines.append(
-            f"{head}\t{stamp.isoformat()}\t{_text(m.role)}\t{_text(m.content)}\t{_json(m.content_blocks)}\t"
+            f"{head}\t{entry.time.isoformat()}\t{_text(m.role)}\t{_text(m.content)}\t{_json(m.content_blocks)}\t"
             f"{_text(m.message_id)}\t{position}\t{_text(m.name)}\t{_json(m.tool_calls)}\t{_text(m.tool_call_id)}\t"
-            f"{_json(m.metadata)}\t{_text(key)}\t{tail}\n"
+            f"{_json(m.metadata)}\t{_text(entry.key)}\t{source}\t{_text(entry.ns)}\t{_text(entry.checkpoint_id)}\t"
+            f"{stamp_now}\t{removed}\t{digest}\n"
         )
     return lines
 
@@ -357,6 +447,30 @@ def _refresh_conversations(conversations: list[Conversation], archived: dict[str
             """,
             params,
         )
+
+
+def unarchived(items: list[tuple[Conversation, Held]]) -> list[set[str]]:
+    """The delete guard's question: for each conversation, which of the messages its keys hold
+    (`Held`) have no committed row: ids as they are, messages without an id as "role: text"
+    (covered by any row of the same role and text). Empty sets mean the keys may go."""
+    ids = sorted({c.conversation_id for c, _ in items})
+    stored_ids: dict[str, set[str]] = {}
+    for conversation_id, message_id in ConversationHistory.objects.filter(
+        conversation_id__in=ids, message_id__isnull=False
+    ).values_list("conversation_id", "message_id").iterator(chunk_size=5000):
+        stored_ids.setdefault(conversation_id, set()).add(message_id)
+    texts: dict[str, set[tuple[str, str]]] = {}
+    anonymous = sorted({c.conversation_id for c, held in items if held.anonymous})
+    if anonymous:
+        rows = ConversationHistory.objects.filter(conversation_id__in=anonymous).values_list("conversation_id", "role", "content")
+        for conversation_id, role, content in rows.iterator(chunk_size=5000):
+            texts.setdefault(conversation_id, set()).add((role, content))
+    missing = []
+    for conversation, held in items:
+        absent = held.ids - stored_ids.get(conversation.conversation_id, set())
+        absent_texts = held.anonymous - texts.get(conversation.conversation_id, set())
+        missing.append(absent | {f"{role}: {text[:40]}" for role, text in absent_texts})
+    return missing
 
 
 def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:

@@ -128,7 +128,7 @@ def test_rerun_after_a_crash_between_commit_and_delete_adds_nothing(stack_redis,
     expected = lgwriter.write_conversation(stack_url(stack_redis), THREAD, ["hola", "adiós"], tools=True, pending=True)
     from conversations.checkpoints.saver import SaverLayout
 
-    def killed(self, client, conversations):
+    def killed(self, client, conversations, check=None):
         raise SystemExit("killed between commit and delete")
 
     monkeypatch.setattr(SaverLayout, "delete_many", killed)
@@ -332,11 +332,11 @@ def test_a_write_registered_between_the_search_and_the_delete_keeps_the_thread(s
     registered writes can see it, and the thread must stay for the next run."""
     from langchain_core.messages import AIMessage
 
-    from conversations.checkpoints import base
+    from conversations.checkpoints import indexed
 
     url = stack_url(stack_redis)
     lgwriter.write_conversation(url, THREAD, ["hola"], saver=saver)
-    real_search = base.search_threads
+    real_search = indexed.search_threads
     late = AIMessage(content="Un momento, lo compruebo 🔎", id="late-1")
 
     def bot_writes_after_the_search(client, index, threads):
@@ -348,7 +348,7 @@ def test_a_write_registered_between_the_search_and_the_delete_keeps_the_thread(s
                 bot.put_writes(config, [("messages", [late])], task_id="late-task")
         return found
 
-    monkeypatch.setattr(base, "search_threads", bot_writes_after_the_search)
+    monkeypatch.setattr(indexed, "search_threads", bot_writes_after_the_search)
     first = archive()
     monkeypatch.undo()
     assert (first.archived, first.deferred) == (0, 1)

@@ -161,7 +161,7 @@ def test_rerun_after_crash_between_commit_and_delete_adds_nothing(plain_redis, m
     plain_redis.set(KEY, value)
     from conversations.checkpoints.plain import PlainLayout
 
-    def crash(self, client, conversations):
+    def crash(self, client, conversations, check=None):
         raise KeyboardInterrupt("killed after commit")
 
     monkeypatch.setattr(PlainLayout, "delete_many", crash)

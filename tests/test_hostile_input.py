@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from bench import reliability
 from conversations.archiving import RunReport, options, run_archive
-from conversations.checkpoints.base import thread_query
+from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
 from tests import lgwriter
 from tests.factories import hours_ago, lc, plain_value

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conversations.checkpoints import messages
-from conversations.checkpoints.base import entry_times, escape_tag
+from conversations.checkpoints.redisjson import escape_tag
 from conversations.checkpoints.messages import (
     Message,
     State,
@@ -22,7 +22,6 @@ from conversations.exceptions import MalformedCheckpoint
 from tests.factories import lc
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
-FIELDS = {"messages": "messages", "conversation_id": "conversation_id", "customer_id": "customer_id", "summary": "conversation_summary"}
 
 
 def msg(id=None, content="x", own=None) -> Message:
@@ -79,19 +78,18 @@ def test_pending_writes_merge_like_add_messages():
     assert [(m.message_id, m.content) for m in merged] == [("a", "1"), ("b", "2 edited"), ("c", "3"), (None, "4")]
 
 
-def test_entry_times_take_the_earliest_checkpoint_that_held_each_message():
-    messages = [msg("h1"), msg("a1"), msg("h2"), msg("a2"), msg("pending")]
-    chain = [(T0 + timedelta(minutes=3), 4, "a2"), (T0 + timedelta(minutes=2), 3, "h2"), (T0 + timedelta(minutes=1), 2, "a1"), (T0, 1, "h1")]
-    times = entry_times(messages, T0 + timedelta(minutes=3), chain)
-    assert [int((t - T0).total_seconds() // 60) for t in times] == [0, 1, 2, 3, 3]
+def test_remove_messages_in_pending_writes_remove_like_add_messages():
+    remove = Message("remove", "", None, "b", None, None, None, {})
+    remove_all = Message("remove", "", None, "__remove_all__", None, None, None, {})
+    merged = merge_messages([msg("a"), msg("b"), msg("c")], [remove, msg("d")])
+    assert [m.message_id for m in merged] == ["a", "c", "d"]
+    assert [m.message_id for m in merge_messages(merged, [remove_all, msg("e"), msg("f")])] == ["e", "f"]
 
 
-def test_entry_times_stop_at_a_checkpoint_that_does_not_fit_and_never_go_backwards():
-    messages = [msg("s1"), msg("h9", own=T0 - timedelta(days=1)), msg("a9")]
-    # The older checkpoint held other messages (the bot trimmed them): it says nothing here.
-    chain = [(T0 + timedelta(minutes=5), 3, "a9"), (T0, 7, "old")]
-    times = entry_times(messages, T0 + timedelta(minutes=5), chain)
-    assert times == [T0 + timedelta(minutes=5)] * 3
+def test_a_remove_message_envelope_is_read_as_an_instruction():
+    envelope = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "RemoveMessage"],
+                "kwargs": {"content": "", "type": "remove", "id": "h-1"}}
+    assert (parse_message(envelope, 0).role, parse_message(envelope, 0).message_id) == ("remove", "h-1")
 
 
 @pytest.mark.parametrize("bad", ["a\x00b", "\ud800"])

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from django.utils import timezone
 
+from conversations.conf import Fields
 from conversations.exceptions import MalformedCheckpoint
 
 # LangChain message classes by the name in an lc envelope, and the role each stands for.
@@ -34,7 +35,13 @@ LC_CLASSES = {
     "FunctionMessageChunk": "function",
     "ChatMessage": "chat",
     "ChatMessageChunk": "chat",
+    # Not a message: an instruction to add_messages, found in pending writes (merge_messages).
+    "RemoveMessage": "remove",
 }
+# The role of a RemoveMessage, and the id with which one removes every message before it
+# (langgraph.graph.message.REMOVE_ALL_MESSAGES).
+REMOVE = "remove"
+REMOVE_ALL = "__remove_all__"
 # Simple-dict roles (OpenAI style) and the LangChain type each maps to.
 ROLE_ALIASES = {"user": "human", "assistant": "ai", "human": "human", "ai": "ai"}
 KNOWN_ROLES = {"human", "ai", "tool", "system", "function", "chat", "developer"}
@@ -64,10 +71,22 @@ class Message:
 class State:
     """The conversation-level facts and the messages of one checkpoint's state."""
 
-    messages: list[Message]
+    messages: list[Message]  # what the checkpoint holds
     conversation_id: str | None
     customer_id: str | None
     summary: str | None
+    inputs: list[Message] = field(default_factory=list)  # a run's input LangGraph has not applied
+
+    def current(self) -> list[Message]:
+        """The messages as LangGraph will have them once it applies the input."""
+        return merge_messages(self.messages, self.inputs) if self.inputs else list(self.messages)
+
+    def fill_from(self, metadata: dict[str, Any], fields: Fields) -> None:
+        """Where the state has no conversation or customer id, take the one the checkpoint's
+        metadata carries (savers that follow LangGraph's get_checkpoint_metadata copy the
+        run's configurable keys there)."""
+        self.conversation_id = self.conversation_id or first_id(metadata, fields.conversation_id, strict=False)
+        self.customer_id = self.customer_id or first_id(metadata, fields.customer_id, strict=False)
 
 
 # orjson reads integers outside 64 bits as floats (so does -2**63 - 1, 19 digits); where
@@ -120,39 +139,37 @@ START_CHANNEL = "__start__"
 PROVISIONAL_PREFIX = "input:"
 
 
-def parse_state(channel_values: Any, fields: dict[str, str]) -> State:
+def parse_state(channel_values: Any, fields: Fields) -> State:
     """Read the archived fields of a state dict; `fields` names the state keys to use.
 
     When the checkpoint is a run's input checkpoint (the bot stopped before LangGraph applied
-    the input), the new messages are still in the `__start__` channel: they are read too and
-    appended, as LangGraph would when it resumes, so a user's last message is never dropped.
+    the input), the new messages are still in the `__start__` channel: they are read too
+    (`State.inputs`), to be appended as LangGraph would when it resumes, so a user's last
+    message is never dropped.
     """
     if not isinstance(channel_values, dict):
         raise MalformedCheckpoint(f"the state is a {type(channel_values).__name__}, not an object")
-    raw_messages = channel_values.get(fields["messages"])
+    raw_messages = channel_values.get(fields.messages)
     start = channel_values.get(START_CHANNEL)
     if raw_messages is None and isinstance(start, dict):
         raw_messages = []
     if raw_messages is None:
-        raise MalformedCheckpoint(f"the state has no {fields['messages']!r} list")
+        raise MalformedCheckpoint(f"the state has no {fields.messages!r} list")
     if not isinstance(raw_messages, list):
-        raise MalformedCheckpoint(f"{fields['messages']!r} is a {type(raw_messages).__name__}, not a list")
+        raise MalformedCheckpoint(f"{fields.messages!r} is a {type(raw_messages).__name__}, not a list")
+    parsed = [parse_message(m, i) for i, m in enumerate(raw_messages)]
     state = State(
-        messages=[parse_message(m, i) for i, m in enumerate(raw_messages)],
-        conversation_id=_optional_id(channel_values, fields["conversation_id"]),
-        customer_id=_optional_id(channel_values, fields["customer_id"]),
-        summary=_optional_text(channel_values, fields["summary"]),
+        messages=[m for m in parsed if m.role != REMOVE],  # applied already; nothing to keep
+        conversation_id=first_id(channel_values, fields.conversation_id),
+        customer_id=first_id(channel_values, fields.customer_id),
+        summary=_optional_text(channel_values, fields.summary),
     )
     if isinstance(start, dict):
-        state.messages = merge_messages(state.messages, _input_messages(start.get(fields["messages"])))
-        for attr in ("conversation_id", "customer_id"):
-            state_value = _optional_id(start, fields[attr])
-            if state_value is not None:
-                setattr(state, attr, state_value)
-        if _optional_text(start, fields["summary"]) is not None:
-            state.summary = start[fields["summary"]]
-    if not state.messages:
-        raise MalformedCheckpoint(f"the state's {fields['messages']!r} list is empty")
+        state.inputs = _input_messages(start.get(fields.messages))
+        state.conversation_id = first_id(start, fields.conversation_id) or state.conversation_id
+        state.customer_id = first_id(start, fields.customer_id) or state.customer_id
+        if _optional_text(start, fields.summary) is not None:
+            state.summary = start[fields.summary]
     return state
 
 
@@ -267,13 +284,19 @@ def _optional_list(fields: dict[str, Any], key: str, index: int) -> list[Any] | 
     raise MalformedCheckpoint(f"message {index} has {key!r} of type {type(value).__name__}")
 
 
-def _optional_id(state: dict[str, Any], key: str) -> str | None:
-    value = state.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise MalformedCheckpoint(f"the state's {key!r} is a {type(value).__name__}, not a string")
-    return str(value)
+def first_id(values: dict[str, Any], names: tuple[str, ...], strict: bool = True) -> str | None:
+    """The first of `names` that `values` sets to a non-empty string or integer. A value of
+    another type is refused (`strict`, the state) or passed over (metadata)."""
+    for name in names:
+        value = values.get(name)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            if strict:
+                raise MalformedCheckpoint(f"the state's {name!r} is a {type(value).__name__}, not a string")
+            continue
+        return str(value)
+    return None
 
 
 def _optional_text(state: dict[str, Any], key: str) -> str | None:
@@ -358,16 +381,21 @@ def message_keys(messages: list[Message], scope: str) -> list[str]:
 
 
 def merge_messages(current: list[Message], pending: list[Message]) -> list[Message]:
-    """Apply pending writes like LangGraph's add_messages: a known id replaces, anything else appends."""
+    """Apply pending writes like LangGraph's add_messages: a known id replaces, a RemoveMessage
+    removes its id (REMOVE_ALL everything before it), anything else appends."""
     merged = list(current)
-    where = {m.message_id: i for i, m in enumerate(merged) if m.message_id}
     for message in pending:
-        if message.message_id and message.message_id in where:
-            merged[where[message.message_id]] = message
-        else:
-            if message.message_id:
-                where[message.message_id] = len(merged)
+        if message.role == REMOVE:
+            if message.message_id == REMOVE_ALL:
+                merged = []
+            else:
+                merged = [m for m in merged if m.message_id != message.message_id]
+            continue
+        same = next((i for i, m in enumerate(merged) if message.message_id and m.message_id == message.message_id), None)
+        if same is None:
             merged.append(message)
+        else:
+            merged[same] = message
     return merged
 
 
@@ -398,6 +426,3 @@ def _strings(value: Any) -> Iterator[str]:
         elif isinstance(item, list):
             stack.extend(item)
 
-
-def now_utc() -> datetime:
-    return timezone.now().astimezone(dt_timezone.utc)

@@ -16,16 +16,11 @@ from typing import Any
 import redis
 
 from conversations import conf
-from conversations.checkpoints.base import (
-    Broken,
-    Candidate,
-    Conversation,
-    Layout,
-    decode,
-    entry_times,
-    ttl_seconds,
-)
-from conversations.checkpoints.messages import check_storable, may_hold_nul, parse_json, parse_state, parse_time
+from conversations.checkpoints import history
+from conversations.checkpoints.base import Broken, Candidate, Check, Conversation, Guard, Held, Layout, held_in
+from conversations.checkpoints.history import Live, Snapshot
+from conversations.checkpoints.messages import check_storable, may_hold_nul, message_keys, parse_json, parse_state, parse_time
+from conversations.checkpoints.redisjson import decode, ttl_seconds
 from conversations.exceptions import MalformedCheckpoint
 
 DELETE_IF_UNCHANGED = """
@@ -54,7 +49,6 @@ class PlainLayout(Layout):
             pipe.get(key)
             pipe.pttl(key)
         replies = pipe.execute(raise_on_error=False)
-        self._values: dict[str, tuple[bytes, dict[str, Any]]] = {}
         candidates, broken = [], []
         for i, key in enumerate(keys):
             raw, pttl = replies[2 * i], replies[2 * i + 1]
@@ -68,11 +62,10 @@ class PlainLayout(Layout):
             conversation_id, _, ns = rest.rpartition(":") if ":" in rest else (rest, "", "")
             try:
                 checkpoint = _checkpoint(parse_json(raw, "the value"))
-                checkpoint_time = _time_of(checkpoint, self.fields["messages"])
+                checkpoint_time = _time_of(checkpoint, self.fields.messages)
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(Broken(key=key, error=str(exc), redis_type="string", raw_value=raw))
                 continue
-            self._values[key] = (raw, checkpoint)
             candidates.append(
                 Candidate(
                     key=key,
@@ -81,6 +74,7 @@ class PlainLayout(Layout):
                     checkpoint_key=key,
                     checkpoint_time=checkpoint_time,
                     ttl_seconds=ttl_seconds(pttl),
+                    value=(raw, checkpoint),
                 )
             )
         return candidates, broken
@@ -88,37 +82,58 @@ class PlainLayout(Layout):
     def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
         conversations, broken = [], []
         for candidate in due:
-            raw, checkpoint = self._values.pop(candidate.key)
+            raw, checkpoint = candidate.value
             try:
                 conversations.append(self._conversation(candidate, raw, checkpoint))
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(Broken(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
-        self._values.clear()
         return conversations, broken
 
     def _conversation(self, candidate: Candidate, raw: bytes, checkpoint: dict[str, Any]) -> Conversation:
+        """One key is one snapshot: the history is its state (and a run's unapplied input)."""
         state = parse_state(checkpoint.get("channel_values", checkpoint), self.fields)
+        current = state.current()
+        if not current:
+            raise MalformedCheckpoint(f"the state's {self.fields.messages!r} list is empty")
         if may_hold_nul(raw):
-            check_storable(state, state.messages)
+            check_storable(state, current)
         newest = candidate.checkpoint_time
         if newest is None:
             raise MalformedCheckpoint("neither the checkpoint nor its messages carry a time")
+        scope = f"{self.name}:{candidate.key}"
+        checkpoint_id = str(checkpoint.get("id") or "")
+        snapshot = Snapshot(candidate.key, "", checkpoint_id, newest, tuple(message_keys(state.messages, scope)))
+        entries = history.entries(history.plan([snapshot], {"": Live.of(snapshot, current, [], scope)}), {})
+        for entry in entries:
+            entry.ns = candidate.checkpoint_ns  # the key's own suffix, as the guide names it
         return Conversation(
             candidate=candidate,
             source=self.name,
-            checkpoint_id=str(checkpoint.get("id") or ""),
+            checkpoint_id=checkpoint_id,
             state=state,
-            timestamps=entry_times(state.messages, newest, []),
-            guard=[hashlib.sha1(raw).hexdigest()],
-            scope=f"{self.name}:{candidate.key}",
+            entries=entries,
+            guard=Guard(hashlib.sha1(raw).hexdigest()),
+            scope=scope,
         )
 
-    def delete_many(self, client: redis.Redis, conversations: list[Conversation]) -> list[bool]:
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation], check: Check | None = None) -> list[bool]:
+        """The script deletes a key only if it still holds the value that was read (its digest),
+        so the guard is shown that value's messages."""
+        allowed = [True] * len(conversations)
+        if check is not None:
+            items = []
+            for conversation in conversations:
+                held = Held()
+                held_in(conversation.candidate.value[1], held)
+                items.append((conversation, held))
+            allowed = check(items)
         script = client.register_script(DELETE_IF_UNCHANGED)
         pipe = client.pipeline(transaction=False)
-        for conversation in conversations:
-            script(keys=[conversation.candidate.key], args=conversation.guard, client=pipe)
-        return [result != 0 for result in pipe.execute()]
+        for conversation, ok in zip(conversations, allowed):
+            if ok:
+                script(keys=[conversation.candidate.key], args=conversation.guard.args(), client=pipe)
+        results = iter(pipe.execute())
+        return [ok and next(results) != 0 for ok in allowed]
 
 
 def _checkpoint(doc: Any) -> dict[str, Any]:

@@ -6,8 +6,10 @@
     write_keys_zset:{thread}:{ns}:{cid}          zset: that checkpoint's write keys
 
 The root namespace is spelled `__empty__`. Thread ids may hold ':', so keys are never split
-on it: the thread is what lies between a known prefix and a known suffix. Only the root
-namespace is read; subgraph namespaces hold copies of the same messages.
+on it: the thread is what lies between a known prefix and a known suffix. Threads are found
+through their root `checkpoint_latest` pointers; every checkpoint of every namespace is then
+read as history (indexed.py). The same key patterns hold from 0.1.x to 0.5.x; the search
+indexes are named `checkpoints`/`checkpoint_writes` before 0.3.0 (indexed.py finds either).
 """
 
 from __future__ import annotations
@@ -17,26 +19,10 @@ from typing import Any
 import redis
 
 from conversations import conf
-from conversations.checkpoints.base import (
-    EMPTY_NS,
-    UNLINK_CHUNK,
-    Broken,
-    Candidate,
-    Conversation,
-    IndexedLayout,
-    apply_pending,
-    broken_with_value,
-    decode,
-    entry_times,
-    first,
-    json_paths,
-    pending_messages,
-    escape_tag,
-    Found,
-    search_many,
-    ttl_seconds,
-)
-from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
+from conversations.checkpoints.base import Broken, Candidate, Conversation, Guard, broken_with_value
+from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
+from conversations.checkpoints.messages import parse_time
+from conversations.checkpoints.redisjson import Found, decode, first, json_paths, ttl_seconds
 from conversations.exceptions import MalformedCheckpoint
 
 # Deletes the thread's keys only if its newest checkpoint and that checkpoint's pending
@@ -59,20 +45,14 @@ class SaverLayout(IndexedLayout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.checkpoint = conf.get("CHECKPOINT_PREFIX")
         self.latest = conf.get("CHECKPOINT_LATEST_PREFIX")
-        self.write = conf.get("CHECKPOINT_WRITE_PREFIX")
         self.zset = conf.get("WRITE_KEYS_ZSET_PREFIX")
-        self.messages_path = f"$.checkpoint.channel_values.{self.fields['messages']}"
 
     def scan_pattern(self) -> str:
         return f"{self.latest}:*:{EMPTY_NS}"
 
     def thread_of(self, pointer_key: str) -> str:
         return pointer_key[len(self.latest) + 1 : -len(EMPTY_NS) - 1]
-
-    def checkpoint_key(self, thread: str, checkpoint_id: str) -> str:
-        return f"{self.checkpoint}:{thread}:{EMPTY_NS}:{checkpoint_id}"
 
     def zset_key(self, thread: str, checkpoint_id: str, ns: str = EMPTY_NS) -> str:
         return f"{self.zset}:{thread}:{ns}:{checkpoint_id}"
@@ -132,114 +112,16 @@ class SaverLayout(IndexedLayout):
             )
         return candidates, broken
 
-    # -- load --------------------------------------------------------------------------
+    # -- load (indexed.py) -------------------------------------------------------------
 
-    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
-        pipe = client.pipeline(transaction=False)
-        for candidate in due:
-            pipe.execute_command("JSON.GET", candidate.checkpoint_key)
-            checkpoint_id = candidate.checkpoint_key.rsplit(":", 1)[1]
-            pipe.zrange(self.zset_key(candidate.thread_id, checkpoint_id), 0, -1)
-        replies = pipe.execute(raise_on_error=False)
+    def root_registries(self, candidate: Candidate, checkpoint_id: str) -> list[str]:
+        return [self.zset_key(candidate.thread_id, checkpoint_id)]
 
-        read: list[tuple[Candidate, dict[str, Any], list[str], bool]] = []
-        broken: list[Broken] = []
-        for i, candidate in enumerate(due):
-            raw, write_keys = replies[2 * i], replies[2 * i + 1]
-            if raw is None:
-                continue  # replaced or removed since the probe; the next run sees the new one
-            try:
-                if isinstance(raw, Exception):
-                    raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
-                doc = parse_json(raw, "the checkpoint")
-                if not isinstance(doc, dict) or not isinstance(doc.get("checkpoint"), dict):
-                    raise MalformedCheckpoint("the document has no 'checkpoint' object")
-            except MalformedCheckpoint as exc:
-                broken.append(broken_with_value(client, candidate.checkpoint_key, str(exc)))
-                continue
-            if isinstance(write_keys, Exception):
-                write_keys = []
-            read.append((candidate, doc, [decode(k) or "" for k in write_keys], may_hold_nul(raw)))
+    def is_document(self, thread: str, key: str, fields: dict[str, str]) -> bool:
+        return key == f"{self.checkpoint}:{thread}:{fields.get('checkpoint_ns')}:{fields.get('checkpoint_id')}"
 
-        pipe = client.pipeline(transaction=False)
-        for _, _, write_keys, _ in read:
-            for key in write_keys:
-                pipe.execute_command("JSON.GET", key)
-        write_replies = iter(pipe.execute(raise_on_error=False))
-
-        conversations = []
-        for candidate, doc, write_keys, suspicious in read:
-            writes = [(key, next(write_replies)) for key in write_keys]
-            try:
-                conversations.append(self._conversation(candidate, doc, writes, suspicious))
-            except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(broken_with_value(client, candidate.checkpoint_key, str(exc)))
-        self._stamp(client, conversations)
-        return conversations, broken
-
-    def _conversation(
-        self, candidate: Candidate, doc: dict[str, Any], writes: list[tuple[str, Any]], suspicious: bool
-    ) -> Conversation:
-        checkpoint = doc["checkpoint"]
-        state = parse_state(checkpoint.get("channel_values"), self.fields)
-        messages, state_fields, nul_in_writes = pending_messages(
-            [(k, None if isinstance(v, Exception) else v) for k, v in writes], self.fields
-        )
-        apply_pending(state, messages, state_fields, self.fields, check=suspicious or nul_in_writes)
-        checkpoint_id = str(doc.get("checkpoint_id") or checkpoint.get("id") or "")
-        if not checkpoint_id:
-            raise MalformedCheckpoint("the checkpoint has no checkpoint_id")
-        return Conversation(
-            candidate=candidate,
-            source=self.name,
-            checkpoint_id=checkpoint_id,
-            state=state,
-            timestamps=[],
-            guard=[candidate.checkpoint_key, str(len(writes))],
-            scope=f"{self.name}:{candidate.thread_id}",
-        )
-
-    def _stamp(self, client: redis.Redis, conversations: list[Conversation]) -> None:
-        """Give every message its entry time. The saver's search index lists each thread's root
-        checkpoints with their parents; the chain back from the newest is built from that, and
-        what each checkpoint held (message count, last message id) is read in one pipeline.
-        Two round trips per batch, however long the threads."""
-        queries = ["@thread_id:{%s} @checkpoint_ns:{%s}" % (escape_tag(c.candidate.thread_id), EMPTY_NS) for c in conversations]
-        found = search_many(client, self.checkpoint, queries, ("checkpoint_id", "parent_checkpoint_id"))
-        chains: list[list[str]] = []
-        for conversation, documents in zip(conversations, found):
-            documents = documents or []  # None: the index cannot be asked about this thread id
-            parents = {f.get("checkpoint_id", ""): f.get("parent_checkpoint_id", "") for _, f in documents}
-            chain, cursor = [], conversation.checkpoint_id
-            while cursor and cursor in parents and len(chain) <= len(parents):
-                chain.append(self.checkpoint_key(conversation.candidate.thread_id, cursor))
-                cursor = parents[cursor]
-            chains.append(chain or [conversation.candidate.checkpoint_key])
-
-        pipe = client.pipeline(transaction=False)
-        for chain in chains:
-            for key in chain:
-                pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", f"{self.messages_path}[-1].kwargs.id")
-                pipe.execute_command("JSON.ARRLEN", key, self.messages_path)
-        replies = iter(pipe.execute(raise_on_error=False))
-        for conversation, chain in zip(conversations, chains):
-            held: list[tuple[Any, int, str | None]] = []
-            walking = True
-            for _ in chain:
-                paths, lengths = next(replies), next(replies)
-                if not walking:
-                    continue
-                try:
-                    values = json_paths(paths)
-                    stamp = first(values, "$.checkpoint.ts")
-                    if stamp is None or not isinstance(lengths, list) or not lengths:
-                        raise ValueError("expired or unreadable")
-                    held.append((parse_time(stamp), int(lengths[0] or 0), first(values, f"{self.messages_path}[-1].kwargs.id")))
-                except (ValueError, TypeError):
-                    walking = False  # the chain ends where a checkpoint is gone or unreadable
-            newest = conversation.candidate.checkpoint_time
-            assert newest is not None
-            conversation.timestamps = entry_times(conversation.messages, newest, held)
+    def make_guard(self, candidate: Candidate, checkpoint_id: str, registered: int, current: int) -> Guard:
+        return Guard(candidate.checkpoint_key, registered, current)
 
     # -- delete ------------------------------------------------------------------------
 
@@ -264,7 +146,7 @@ class SaverLayout(IndexedLayout):
         stores a write before it registers it: deleting those would lose what only they hold.
         Checkpoint ids sort by time (uuid6), as LangGraph itself relies on."""
         archived = conversation.checkpoint_id
-        if any(f.get("checkpoint_ns") == EMPTY_NS and f.get("checkpoint_id", "") > archived for _, f in checkpoints):
+        if any(root_ns(f.get("checkpoint_ns")) == "" and f.get("checkpoint_id", "") > archived for _, f in checkpoints):
             return True
-        ids = [f.get("checkpoint_id", "") for _, f in writes if f.get("checkpoint_ns") == EMPTY_NS]
-        return any(cid > archived for cid in ids) or ids.count(archived) > int(conversation.guard[1])
+        ids = [f.get("checkpoint_id", "") for _, f in writes if root_ns(f.get("checkpoint_ns")) == ""]
+        return any(cid > archived for cid in ids) or ids.count(archived) > conversation.guard.current

@@ -8,6 +8,11 @@
 
 Root documents are the keys that end with ':' (an empty raw namespace); the full saver's
 checkpoint keys always end with a checkpoint id, so the two never match the same pattern.
+The registries' namespace is `__empty__` for the root from 0.3.6 on, and empty before
+(`write_registry:{thread}::shallow`): both are read. Since 0.3.6 a registry also keeps the
+writes of earlier checkpoints, so only those of the current checkpoint are read. A shallow
+saver keeps one checkpoint per namespace: an interrupted subgraph's document is the only
+history there is.
 """
 
 from __future__ import annotations
@@ -18,31 +23,20 @@ from typing import Any
 import redis
 
 from conversations import conf
-from conversations.checkpoints.base import (
-    EMPTY_NS,
-    UNLINK_CHUNK,
-    Broken,
-    Candidate,
-    Conversation,
-    Found,
-    IndexedLayout,
-    apply_pending,
-    broken_with_value,
-    entry_times,
-    first,
-    json_paths,
-    pending_messages,
-    ttl_seconds,
-)
-from conversations.checkpoints.messages import may_hold_nul, parse_json, parse_state, parse_time
+from conversations.checkpoints.base import Broken, Candidate, Conversation, Guard, broken_with_value
+from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
+from conversations.checkpoints.messages import parse_time
+from conversations.checkpoints.redisjson import Found, first, json_paths, ttl_seconds
 from conversations.exceptions import MalformedCheckpoint
 
-# KEYS[1] the document, KEYS[2..3] the two registries, then everything else.
+# KEYS[1] the document, KEYS[2..5] the four root registries, then everything else.
 DELETE_IF_UNCHANGED = """
 local current = redis.call('JSON.GET', KEYS[1], '$.checkpoint.id')
 if not current then return -1 end
 if current ~= ARGV[1] then return 0 end
-if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) ~= tonumber(ARGV[2]) then return 0 end
+local registered = 0
+for i = 2, 5 do registered = registered + redis.call('ZCARD', KEYS[i]) end
+if registered ~= tonumber(ARGV[2]) then return 0 end
 for i = 1, #KEYS, %d do
     redis.call('UNLINK', unpack(KEYS, i, math.min(i + %d - 1, #KEYS)))
 end
@@ -56,20 +50,21 @@ class ShallowLayout(IndexedLayout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.checkpoint = conf.get("CHECKPOINT_PREFIX")
-        self.write = conf.get("CHECKPOINT_WRITE_PREFIX")
         self.zset = conf.get("WRITE_KEYS_ZSET_PREFIX")
 
     def scan_pattern(self) -> str:
         return f"{self.checkpoint}:*:"
 
     def registries(self, thread: str, ns: str = EMPTY_NS) -> list[str]:
-        return [f"write_registry:{thread}:{ns}:shallow", f"{self.zset}:{thread}:{ns}:shallow"]
+        names = [f"write_registry:{thread}:{ns}:shallow", f"{self.zset}:{thread}:{ns}:shallow"]
+        if ns == EMPTY_NS:  # before 0.3.6 the root's namespace segment was empty
+            names += [f"write_registry:{thread}::shallow", f"{self.zset}:{thread}::shallow"]
+        return names
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]:
         pipe = client.pipeline(transaction=False)
         for key in keys:
-            pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", "$.checkpoint_ts")
+            pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", "$.checkpoint_ts", "$.checkpoint.id")
             pipe.pttl(key)
         replies = pipe.execute(raise_on_error=False)
         candidates, broken = [], []
@@ -85,6 +80,9 @@ class ShallowLayout(IndexedLayout):
                 if stamp is None:
                     raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
                 checkpoint_time = parse_time(stamp)
+                checkpoint_id = first(paths, "$.checkpoint.id")
+                if not isinstance(checkpoint_id, str) or not checkpoint_id:
+                    raise MalformedCheckpoint("the checkpoint has no id")
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(broken_with_value(client, key, str(exc)))
                 continue
@@ -96,69 +94,30 @@ class ShallowLayout(IndexedLayout):
                     checkpoint_key=key,
                     checkpoint_time=checkpoint_time,
                     ttl_seconds=ttl_seconds(pttl),
+                    value=checkpoint_id,
                 )
             )
         return candidates, broken
 
-    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
-        pipe = client.pipeline(transaction=False)
-        for candidate in due:
-            pipe.execute_command("JSON.GET", candidate.key)
-            for registry in self.registries(candidate.thread_id):
-                pipe.zrange(registry, 0, -1)
-        replies = pipe.execute(raise_on_error=False)
+    # -- load (indexed.py) -------------------------------------------------------------
 
-        read: list[tuple[Candidate, Any, list[str]]] = []
-        for i, candidate in enumerate(due):
-            raw, *registries = replies[3 * i : 3 * i + 3]
-            if raw is None:
-                continue
-            write_keys = [k.decode("utf-8", "surrogateescape") for r in registries if isinstance(r, list) for k in r]
-            read.append((candidate, raw, write_keys))
+    def root_registries(self, candidate: Candidate, checkpoint_id: str) -> list[str]:
+        return self.registries(candidate.thread_id)
 
-        pipe = client.pipeline(transaction=False)
-        for _, _, write_keys in read:
-            for key in write_keys:
-                pipe.execute_command("JSON.GET", key)
-        write_replies = iter(pipe.execute(raise_on_error=False))
+    def root_writes(self, writes: list[tuple[str, Any]], checkpoint_id: str) -> list[tuple[str, Any]]:
+        """The registries may still list writes of earlier checkpoints: keep this one's."""
+        return [(k, v) for k, v in writes if _write_of(v, checkpoint_id)]
 
-        conversations, broken = [], []
-        for candidate, raw, write_keys in read:
-            writes = [(key, next(write_replies)) for key in write_keys]
-            try:
-                conversations.append(self._conversation(candidate, raw, writes))
-            except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(broken_with_value(client, candidate.key, str(exc)))
-        return conversations, broken
+    def is_document(self, thread: str, key: str, fields: dict[str, str]) -> bool:
+        return key == f"{self.checkpoint}:{thread}:{root_ns(fields.get('checkpoint_ns'))}"
 
-    def _conversation(self, candidate: Candidate, raw: Any, writes: list[tuple[str, Any]]) -> Conversation:
-        if isinstance(raw, Exception):
-            raise MalformedCheckpoint(f"not a JSON document ({raw})")
-        doc = parse_json(raw, "the checkpoint")
-        if not isinstance(doc, dict) or not isinstance(doc.get("checkpoint"), dict):
-            raise MalformedCheckpoint("the document has no 'checkpoint' object")
-        checkpoint = doc["checkpoint"]
-        checkpoint_id = checkpoint.get("id")
-        if not isinstance(checkpoint_id, str) or not checkpoint_id:
-            raise MalformedCheckpoint("the checkpoint has no id")
-        state = parse_state(checkpoint.get("channel_values"), self.fields)
-        # The registries may still list writes of an earlier checkpoint: keep this one's.
-        current = [(k, v) for k, v in writes if _write_of(v, checkpoint_id)]
-        messages, state_fields, nul_in_writes = pending_messages(current, self.fields)
-        apply_pending(state, messages, state_fields, self.fields, check=may_hold_nul(raw) or nul_in_writes)
-        assert candidate.checkpoint_time is not None
-        return Conversation(
-            candidate=candidate,
-            source=self.name,
-            checkpoint_id=checkpoint_id,
-            state=state,
-            timestamps=entry_times(state.messages, candidate.checkpoint_time, []),
-            guard=[json.dumps([checkpoint_id], separators=(",", ":")), str(len(writes))],
-            scope=f"{self.name}:{candidate.thread_id}",
-        )
+    def make_guard(self, candidate: Candidate, checkpoint_id: str, registered: int, current: int) -> Guard:
+        return Guard(json.dumps([checkpoint_id], separators=(",", ":")), registered, current)
+
+    # -- delete --------------------------------------------------------------------------
 
     def thread_keys(self, conversation: Conversation, documents: list[str], writes: list[str]) -> list[str]:
-        """The thread's keys, the document and its two registries first, for the script."""
+        """The thread's keys, the document and its four root registries first, for the script."""
         thread = conversation.candidate.thread_id
         first = [conversation.candidate.key, *self.registries(thread)]
         keys = set(documents) | set(writes)
@@ -172,9 +131,12 @@ class ShallowLayout(IndexedLayout):
 
     def written_since_read(self, conversation: Conversation, documents: Found, writes: Found) -> bool:
         """A pending write stored but not yet registered (the saver registers it afterwards) is
-        invisible to the script's guard: seeing more writes than were read means the bot is
-        writing, so the conversation stays for the next run."""
-        return sum(1 for _, f in writes if f.get("checkpoint_ns") == EMPTY_NS) > int(conversation.guard[1])
+        invisible to the script's guard: seeing more writes of the current checkpoint than were
+        read means the bot is writing, so the conversation stays for the next run. (Writes of
+        earlier checkpoints that an old saver left unregistered do not count.)"""
+        current = conversation.checkpoint_id
+        found = sum(1 for _, f in writes if root_ns(f.get("checkpoint_ns")) == "" and f.get("checkpoint_id") == current)
+        return found > conversation.guard.current
 
 
 def _write_of(raw: Any, checkpoint_id: str) -> bool:

@@ -1,0 +1,501 @@
+"""What the two langgraph-checkpoint-redis layouts share: a thread's documents are listed by
+the saver's own search indexes, read as a history (history.py), and deleted together.
+
+Reading a batch of due threads takes four pipelined round trips, however long the threads:
+1. the newest root checkpoint in full, the registries of its pending writes, and the list of
+   every checkpoint document of the thread, all namespaces (FT.SEARCH);
+2. of every other document only its time and message ids (RedisJSON paths, server-side), the
+   root's pending writes, and the pending writes listed for each subgraph's newest checkpoint;
+3. those subgraph writes, and in full the rare document whose ids do not line up with its
+   messages (a message without an id);
+4. the bodies of the messages the newest root state no longer holds, by position.
+So a conversation of n messages over k checkpoints costs k lists of ids, not k lists of
+messages.
+
+Safety design: a document that cannot be read is quarantined and left out; the delete guard
+(`delete_many` with a check) then finds its messages unarchived and keeps the thread. The
+delete itself is the layout's compare-and-delete script, and every key it may remove is
+first shown to the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from conversations import conf
+from conversations.checkpoints import history
+from conversations.checkpoints.base import (
+    Broken,
+    Candidate,
+    Check,
+    Conversation,
+    Guard,
+    Held,
+    Layout,
+    broken_with_value,
+    fields_of,
+    held_in,
+)
+from conversations.checkpoints.history import Live, Ref, Snapshot
+from conversations.checkpoints.messages import (
+    REMOVE,
+    Message,
+    State,
+    check_storable,
+    first_id,
+    may_hold_nul,
+    message_keys,
+    parse_json,
+    parse_message,
+    parse_state,
+    parse_time,
+)
+from conversations.checkpoints.redisjson import (
+    Found,
+    decode,
+    escape_tag,
+    index_name,
+    json_paths,
+    search_many,
+    search_threads,
+)
+from conversations.checkpoints.writes import Pending, decode_value, read_pending
+from conversations.exceptions import MalformedCheckpoint
+
+logger = logging.getLogger(__name__)
+
+EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
+# How many keys one UNLINK gets inside the delete scripts (Lua's unpack has a limit).
+UNLINK_CHUNK = 500
+WRITE_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id", "channel")
+
+
+def root_ns(ns: str | None) -> str:
+    """The namespace as the archive keeps it: "" for the root, which the savers spell
+    `__empty__` (the async shallow saver "" in its fields)."""
+    return "" if ns in (None, "", EMPTY_NS) else ns
+
+
+@dataclass
+class Document:
+    """A checkpoint document of the thread other than the newest root one."""
+
+    key: str
+    ns: str
+    checkpoint_id: str
+
+
+@dataclass
+class Thread:
+    """One due thread while it is being read."""
+
+    candidate: Candidate
+    state: State
+    checkpoint_id: str
+    newest: Snapshot  # the newest root checkpoint
+    write_keys: list[str]  # registered writes of the newest root checkpoint
+    guard: Guard
+    documents: list[Document] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
+    pending: dict[str, Pending] = field(default_factory=dict)  # by namespace
+    suspicious: bool = False  # some JSON read may hold a NUL
+
+
+class IndexedLayout(Layout):
+    """A langgraph-checkpoint-redis layout. Subclasses say where the newest root checkpoint and
+    its pending writes are, which searched keys are their documents, and how to delete."""
+
+    delete_script: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpoint = conf.get("CHECKPOINT_PREFIX")
+        self.write = conf.get("CHECKPOINT_WRITE_PREFIX")
+        self.messages_path = f"$.checkpoint.channel_values.{self.fields.messages}"
+        self._indexes: dict[str, str] = {}
+
+    def index(self, client: redis.Redis, prefix: str) -> str:
+        if prefix not in self._indexes:
+            self._indexes[prefix] = index_name(client, prefix)
+        return self._indexes[prefix]
+
+    # -- what the subclasses say ---------------------------------------------------------
+
+    @abstractmethod
+    def root_registries(self, candidate: Candidate, checkpoint_id: str) -> list[str]:
+        """The zsets listing the pending writes of the newest root checkpoint."""
+
+    @abstractmethod
+    def is_document(self, thread: str, key: str, fields: dict[str, str]) -> bool:
+        """Whether a key the search listed for the thread is one of this layout's documents."""
+
+    @abstractmethod
+    def make_guard(self, candidate: Candidate, checkpoint_id: str, registered: int, current: int) -> Guard: ...
+
+    def root_writes(self, writes: list[tuple[str, Any]], checkpoint_id: str) -> list[tuple[str, Any]]:
+        """The writes of the registries that belong to the newest root checkpoint."""
+        return writes
+
+    @abstractmethod
+    def thread_keys(self, conversation: Conversation, documents: list[str], writes: list[str]) -> list[str]:
+        """All of the thread's keys, those the script compares first."""
+
+    @abstractmethod
+    def written_since_read(self, conversation: Conversation, documents: Found, writes: Found) -> bool:
+        """Whether the search found what the script's guard cannot see yet."""
+
+    # -- load ----------------------------------------------------------------------------
+
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
+        broken: list[Broken] = []
+        threads = self._read_newest(client, due, broken)
+        self._read_history(client, threads, broken)
+        self._read_subgraph_writes(client, threads, broken)
+        conversations = self._assemble(client, threads, broken)
+        return conversations, broken
+
+    def _read_newest(self, client: redis.Redis, due: list[Candidate], broken: list[Broken]) -> list[Thread]:
+        """Round 1, and the newest root state parsed with its pending writes."""
+        pipe = client.pipeline(transaction=False)
+        registries = []
+        for candidate in due:
+            pipe.execute_command("JSON.GET", candidate.checkpoint_key)
+            names = self.root_registries(candidate, candidate.checkpoint_key.rsplit(":", 1)[-1])
+            registries.append(len(names))
+            for name in names:
+                pipe.zrange(name, 0, -1)
+        replies = iter(pipe.execute(raise_on_error=False))
+        found = search_threads(client, self.index(client, self.checkpoint), [c.thread_id for c in due])
+
+        read: list[tuple[Candidate, Any, list[str], Found | None]] = []
+        for candidate, count, documents in zip(due, registries, found):
+            raw = next(replies)
+            write_keys = []
+            for _ in range(count):
+                write_keys += [decode(k) or "" for k in _members(next(replies))]
+            if raw is None:
+                continue  # replaced or removed since the probe; the next run sees the new one
+            read.append((candidate, raw, write_keys, documents))
+
+        pipe = client.pipeline(transaction=False)
+        for _, _, write_keys, _ in read:
+            for key in write_keys:
+                pipe.execute_command("JSON.GET", key)
+        write_replies = iter(pipe.execute(raise_on_error=False))
+
+        threads = []
+        for candidate, raw, write_keys, documents in read:
+            writes = [(key, next(write_replies)) for key in write_keys]
+            try:
+                thread = self._newest(candidate, raw, writes, documents)
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(broken_with_value(client, candidate.checkpoint_key, str(exc), self.name))
+                continue
+            threads.append(thread)
+        return threads
+
+    def _newest(self, candidate: Candidate, raw: Any, writes: list[tuple[str, Any]], documents: Found | None) -> Thread:
+        if isinstance(raw, Exception):
+            raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
+        doc = parse_json(raw, "the checkpoint")
+        if not isinstance(doc, dict) or not isinstance(doc.get("checkpoint"), dict):
+            raise MalformedCheckpoint("the document has no 'checkpoint' object")
+        checkpoint = doc["checkpoint"]
+        checkpoint_id = str(doc.get("checkpoint_id") or checkpoint.get("id") or "")
+        if not checkpoint_id:
+            raise MalformedCheckpoint("the checkpoint has no checkpoint_id")
+        state = parse_state(checkpoint.get("channel_values"), self.fields)
+        current = self.root_writes(writes, checkpoint_id)
+        pending = read_pending(current, self.fields.messages, fields_of(self.fields))
+        state.conversation_id = first_id(pending.fields, self.fields.conversation_id, strict=False) or state.conversation_id
+        state.customer_id = first_id(pending.fields, self.fields.customer_id, strict=False) or state.customer_id
+        summary = pending.fields.get(self.fields.summary)
+        if isinstance(summary, str) and summary:
+            state.summary = summary
+        state.fill_from(_metadata(doc.get("metadata")), self.fields)
+        if candidate.checkpoint_time is None:
+            raise MalformedCheckpoint("the newest checkpoint has no time (checkpoint.ts)")
+        scope = f"{self.name}:{candidate.thread_id}"
+        newest = Snapshot(candidate.checkpoint_key, "", checkpoint_id, candidate.checkpoint_time, tuple(message_keys(state.messages, scope)))
+        thread = Thread(
+            candidate=candidate,
+            state=state,
+            checkpoint_id=checkpoint_id,
+            newest=newest,
+            write_keys=[k for k, _ in writes],
+            guard=self.make_guard(candidate, checkpoint_id, len(writes), len(current)),
+            suspicious=may_hold_nul(raw if isinstance(raw, bytes) else None) or pending.may_hold_nul,
+        )
+        thread.pending[""] = pending
+        for key, found in documents or []:  # None: the index cannot be asked; the newest state alone
+            if key != candidate.checkpoint_key and self.is_document(candidate.thread_id, key, found):
+                thread.documents.append(Document(key, root_ns(found.get("checkpoint_ns")), found.get("checkpoint_id", "")))
+        return thread
+
+    def _read_history(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
+        """Round 2 and the part of 3 for documents whose ids do not line up: a snapshot of every
+        document of the thread."""
+        pipe = client.pipeline(transaction=False)
+        for thread in threads:
+            for document in thread.documents:
+                pipe.execute_command("JSON.GET", document.key, "$.checkpoint.ts", f"{self.messages_path}[*].kwargs.id")
+                pipe.execute_command("JSON.ARRLEN", document.key, self.messages_path)
+        replies = iter(pipe.execute(raise_on_error=False))
+        whole: list[tuple[Thread, Document, Any]] = []
+        for thread in threads:
+            for document in thread.documents:
+                paths, lengths = next(replies), next(replies)
+                try:
+                    values = json_paths(paths)
+                    if values is None:
+                        if isinstance(paths, Exception):
+                            raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({paths})")
+                        continue  # expired since the search listed it
+                    stamps = values.get("$.checkpoint.ts") or []
+                    if not stamps:
+                        raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
+                    time = parse_time(stamps[0])
+                    ids = values.get(f"{self.messages_path}[*].kwargs.id") or []
+                    length = lengths[0] if isinstance(lengths, list) and lengths else None
+                except (MalformedCheckpoint, ValueError) as exc:
+                    broken.append(broken_with_value(client, document.key, str(exc), self.name))
+                    continue
+                if length is None:
+                    length = 0  # no messages list (a first input checkpoint)
+                if len(ids) == length and all(isinstance(i, str) and i for i in ids):
+                    keys = tuple("id:" + i for i in ids)
+                    thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
+                else:
+                    whole.append((thread, document, time))
+        if not whole:
+            return
+        pipe = client.pipeline(transaction=False)
+        for _, document, _ in whole:
+            pipe.execute_command("JSON.GET", document.key, self.messages_path)
+        for (thread, document, time), raw in zip(whole, pipe.execute(raise_on_error=False)):
+            try:
+                if raw is None:
+                    continue
+                if isinstance(raw, Exception):
+                    raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
+                lists = parse_json(raw, "the checkpoint's messages")
+                items = lists[0] if isinstance(lists, list) and lists and isinstance(lists[0], list) else []
+                messages = [m for m in (parse_message(item, i) for i, item in enumerate(items)) if m.role != REMOVE]
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(broken_with_value(client, document.key, str(exc), self.name))
+                continue
+            keys = tuple(message_keys(messages, f"{self.name}:{thread.candidate.thread_id}"))
+            thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
+            thread.suspicious = thread.suspicious or may_hold_nul(raw)
+
+    def _read_subgraph_writes(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
+        """The pending writes of each subgraph namespace's newest checkpoint, found through the
+        write index (an interrupted subgraph's finished task keeps its messages there)."""
+        asked: list[tuple[Thread, str, str]] = []
+        for thread in threads:
+            for ns, newest in _newest_by_ns(thread.snapshots).items():
+                if ns:
+                    asked.append((thread, ns, newest.checkpoint_id))
+        if not asked:
+            return
+        queries = ["@thread_id:{%s} @checkpoint_id:{%s}" % (escape_tag(t.candidate.thread_id), escape_tag(cid)) for t, _, cid in asked]
+        found = search_many(client, self.index(client, self.write), queries, WRITE_FIELDS)
+        keys = [
+            [k for k, f in (writes or []) if f.get("thread_id") == t.candidate.thread_id and root_ns(f.get("checkpoint_ns")) == ns]
+            for (t, ns, _), writes in zip(asked, found)
+        ]
+        pipe = client.pipeline(transaction=False)
+        for listed in keys:
+            for key in listed:
+                pipe.execute_command("JSON.GET", key)
+        replies = iter(pipe.execute(raise_on_error=False))
+        for (thread, ns, _), listed in zip(asked, keys):
+            writes = [(key, next(replies)) for key in listed]
+            try:
+                thread.pending[ns] = read_pending(writes, self.fields.messages, set())
+            except (MalformedCheckpoint, ValueError) as exc:  # quarantined; the delete guard judges the rest
+                broken.append(broken_with_value(client, listed[0], str(exc), self.name))
+                thread.pending[ns] = Pending()
+            thread.suspicious = thread.suspicious or thread.pending[ns].may_hold_nul
+
+    def _assemble(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> list[Conversation]:
+        """Plan each thread's history, read the bodies it needs (round 4), and build it."""
+        plans = []
+        for thread in threads:
+            scope = f"{self.name}:{thread.candidate.thread_id}"
+            lives = {"": Live.of(thread.newest, thread.state.current(), thread.pending[""].messages, scope)}
+            for ns, newest in _newest_by_ns(thread.snapshots).items():
+                if ns:
+                    refs: list[history.Item] = [Ref(newest, i, _id_of(k)) for i, k in enumerate(newest.keys)]
+                    lives[ns] = Live.of(newest, refs, thread.pending.get(ns, Pending()).messages, scope)
+            plans.append(history.plan([thread.newest, *thread.snapshots], lives))
+
+        wanted = [history.refs_to_read(p) for p in plans]
+        pipe = client.pipeline(transaction=False)
+        asked: list[tuple[int, str, list[tuple[int, int]]]] = []
+        for n, positions in enumerate(wanted):
+            for key, indexes in positions.items():
+                runs = _runs(sorted(set(indexes)))
+                pipe.execute_command("JSON.GET", key, *(f"{self.messages_path}[{a}:{b}]" for a, b in runs))
+                asked.append((n, key, runs))
+        bodies: list[dict[tuple[str, int], Message]] = [{} for _ in threads]
+        failed: set[int] = set()
+        for (n, key, runs), raw in zip(asked, pipe.execute(raise_on_error=False)):
+            try:
+                if raw is None or isinstance(raw, Exception):
+                    raise MalformedCheckpoint(f"the checkpoint {key} expired or changed while it was read")
+                paths = json_paths(raw) or {}
+                for a, b in runs:
+                    items = paths.get(f"{self.messages_path}[{a}:{b}]") or []
+                    if len(items) != b - a:
+                        raise MalformedCheckpoint(f"the checkpoint {key} changed while it was read")
+                    for offset, item in enumerate(items):
+                        bodies[n][(key, a + offset)] = parse_message(item, a + offset)
+                threads[n].suspicious = threads[n].suspicious or may_hold_nul(raw)
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(broken_with_value(client, key, str(exc), self.name))
+                failed.add(n)
+
+        conversations = []
+        for n, (thread, planned) in enumerate(zip(threads, plans)):
+            if n in failed:
+                continue
+            try:
+                entries = history.entries(planned, bodies[n])
+                if thread.suspicious:
+                    check_storable(thread.state, [e.message for e in entries])
+            except (MalformedCheckpoint, ValueError) as exc:
+                broken.append(broken_with_value(client, thread.candidate.checkpoint_key, str(exc), self.name))
+                continue
+            conversations.append(
+                Conversation(
+                    candidate=thread.candidate,
+                    source=self.name,
+                    checkpoint_id=thread.checkpoint_id,
+                    state=thread.state,
+                    entries=entries,
+                    guard=thread.guard,
+                    scope=f"{self.name}:{thread.candidate.thread_id}",
+                )
+            )
+        return conversations
+
+    # -- delete --------------------------------------------------------------------------
+
+    def delete_many(self, client: redis.Redis, conversations: list[Conversation], check: Check | None = None) -> list[bool]:
+        threads = [c.candidate.thread_id for c in conversations]
+        documents = search_threads(client, self.index(client, self.checkpoint), threads)
+        writes = search_threads(client, self.index(client, self.write), threads)
+        chosen: list[tuple[int, list[str], Found, Found]] = []
+        for n, (conversation, found, written) in enumerate(zip(conversations, documents, writes)):
+            if not listed(conversation, found, written) or self.written_since_read(conversation, found or [], written or []):
+                continue
+            chosen.append((n, self.thread_keys(conversation, [k for k, _ in found or []], [k for k, _ in written or []]), found or [], written or []))
+        if check is not None and chosen:
+            held = self.held(client, [(conversations[n], found, written) for n, _, found, written in chosen])
+            allowed = check([(conversations[n], h) for (n, _, _, _), h in zip(chosen, held)])
+            chosen = [c for c, ok in zip(chosen, allowed) if ok]
+        script = client.register_script(self.delete_script)
+        pipe = client.pipeline(transaction=False)
+        for n, keys, _, _ in chosen:
+            script(keys=keys, args=conversations[n].guard.args(), client=pipe)
+        results = dict(zip((n for n, _, _, _ in chosen), pipe.execute()))
+        # 0: changed since it was read; -1: the thread expired on its own meanwhile
+        return [results.get(n, 0) != 0 for n in range(len(conversations))]
+
+    def held(self, client: redis.Redis, items: list[tuple[Conversation, Found, Found]]) -> list[Held]:
+        """What the keys about to be deleted hold, read from them again and independently of
+        the history: the ids of every message in every checkpoint document (any channel, any
+        namespace), a run's inputs, and every message in the pending writes of each namespace's
+        newest checkpoint."""
+        pipe = client.pipeline(transaction=False)
+        asked: list[list[str]] = []
+        for _, documents, writes in items:
+            newest: dict[str, str] = {}
+            for _, f in documents:
+                ns = root_ns(f.get("checkpoint_ns"))
+                newest[ns] = max(newest.get(ns, ""), f.get("checkpoint_id", ""))
+            pending = [k for k, f in writes if f.get("checkpoint_id", "") == newest.get(root_ns(f.get("checkpoint_ns")))]
+            for key, _ in documents:
+                pipe.execute_command("JSON.GET", key, "$.checkpoint.channel_values..kwargs.id", "$.checkpoint.channel_values.__start__")
+            for key in pending:
+                pipe.execute_command("JSON.GET", key)
+            asked.append([key for key, _ in documents] + pending)
+        replies = iter(pipe.execute(raise_on_error=False))
+        result = []
+        for (_, documents, _), keys in zip(items, asked):
+            held = Held()
+            for n, key in enumerate(keys):
+                reply = next(replies)
+                if reply is None or isinstance(reply, Exception):
+                    continue
+                if n < len(documents):
+                    paths = json_paths(reply) or {}
+                    held.ids.update(i for i in paths.get("$.checkpoint.channel_values..kwargs.id") or [] if isinstance(i, str))
+                    held_in(paths.get("$.checkpoint.channel_values.__start__"), held)
+                else:
+                    try:
+                        doc = parse_json(reply, f"pending write {key}")
+                        value, _ = decode_value(doc, key)
+                    except MalformedCheckpoint:
+                        continue  # not readable as data (pickle, bytes): no message the archive could hold
+                    held_in(value, held)
+            result.append(held)
+        return result
+
+
+def listed(conversation: Conversation, documents: Found | None, writes: Found | None) -> bool:
+    """Whether the search listed the conversation's own newest checkpoint: only then can all of
+    its thread's keys be found. RediSearch cannot match some tags the savers accept (a comma,
+    whitespace around them, control characters, an empty one); deleting what is known of such a
+    thread would leave the rest behind for good, so it stays whole, archived, until it expires."""
+    if documents is not None and writes is not None and any(k == conversation.candidate.checkpoint_key for k, _ in documents):
+        return True
+    logger.warning(
+        "The search index does not list the documents of thread %r; it stays in Redis (archived) until it expires",
+        conversation.candidate.thread_id,
+    )
+    return False
+
+
+def _members(reply: Any) -> list[Any]:
+    return reply if isinstance(reply, list) else []
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    """A checkpoint's metadata: an object, or JSON text of one (the full savers)."""
+    if isinstance(value, str):
+        try:
+            value = parse_json(value, "the metadata")
+        except MalformedCheckpoint:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _newest_by_ns(snapshots: list[Snapshot]) -> dict[str, Snapshot]:
+    newest: dict[str, Snapshot] = {}
+    for snapshot in snapshots:
+        known = newest.get(snapshot.ns)
+        if known is None or snapshot.checkpoint_id > known.checkpoint_id:
+            newest[snapshot.ns] = snapshot
+    return newest
+
+
+def _id_of(key: str) -> str | None:
+    return key[3:] if key.startswith("id:") else None
+
+
+def _runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Sorted positions as half-open runs [a, b)."""
+    runs: list[tuple[int, int]] = []
+    for i in indexes:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
