@@ -109,42 +109,77 @@ class Entry:
 class _Seen:
     first: Snapshot
     order: tuple[int, int]
-    source: Item
-    namespaces: set[str] = field(default_factory=set)
+    namespaces: set[str]
+
+
+@dataclass
+class _Step:
+    snapshot: Snapshot
+    keys: tuple[str, ...]
+    live: Live | None
+    where: dict[str, int] | None = None  # key -> position, built when a body is wanted from here
+
+    def item(self, key: str) -> Item:
+        if self.where is None:
+            self.where = {k: i for i, k in enumerate(self.keys)}
+        position = self.where[key]
+        return self.live.items[position] if self.live else Ref(self.snapshot, position, _id_of(key))
 
 
 def plan(snapshots: Iterable[Snapshot], lives: dict[str, Live]) -> list[Planned]:
-    """The union of every snapshot and live state, in order of first appearance (see the module)."""
-    steps: list[tuple[tuple[datetime, str, int], Snapshot, list[Item], list[str]]] = []
-    for snapshot in snapshots:
-        refs: list[Item] = [Ref(snapshot, i, _id_of(k)) for i, k in enumerate(snapshot.keys)]
-        steps.append(((snapshot.time, snapshot.checkpoint_id, 0), snapshot, refs, list(snapshot.keys)))
-    for live in lives.values():
-        steps.append(((live.newest.time, live.newest.checkpoint_id, 1), live.newest, live.items, live.keys))
-    steps.sort(key=lambda step: step[0])
+    """The union of every snapshot and live state, in order of first appearance (see the module).
 
+    Linear in the messages, not in messages x checkpoints: most checkpoints extend the one
+    before them in their namespace (the same messages, and more at the end), and then only
+    their new tail is looked at. A message's last appearance in a namespace is recorded when a
+    later checkpoint of that namespace no longer holds it."""
+    ordered = sorted(
+        [((s.time, s.checkpoint_id, 0), _Step(s, tuple(s.keys), None)) for s in snapshots]
+        + [((live.newest.time, live.newest.checkpoint_id, 1), _Step(live.newest, tuple(live.keys), live)) for live in lives.values()],
+        key=lambda pair: pair[0],
+    )
+    steps = [step for _, step in ordered]
     seen: dict[str, _Seen] = {}
-    appearances: dict[str, dict[str, int]] = {}  # key -> ns -> index of its last step there
-    for index, (_, snapshot, items, keys) in enumerate(steps):
-        for position, (item, key) in enumerate(zip(items, keys)):
+    gone: dict[tuple[str, str], int] = {}  # (key, ns) -> the first step of ns without it, after it was there
+    previous: dict[str, tuple[str, ...]] = {}
+    in_ns: dict[str, list[int]] = {}  # ns -> its steps, in order
+    for index, step in enumerate(steps):
+        ns, keys = step.snapshot.ns, step.keys
+        before = previous.get(ns, ())
+        if keys[: len(before)] == before:
+            fresh = range(len(before), len(keys))  # the same messages, and maybe more at the end
+        else:
+            fresh = range(len(keys))
+            present = set(keys)
+            for key in before:
+                if key not in present:
+                    gone[(key, ns)] = index
+        for position in fresh:
+            key = keys[position]
             known = seen.get(key)
             if known is None:
-                seen[key] = known = _Seen(snapshot, (index, position), item)
-            known.source = item
-            known.namespaces.add(snapshot.ns)
-            appearances.setdefault(key, {})[snapshot.ns] = index
+                seen[key] = _Seen(step.snapshot, (index, position), {ns})
+            else:
+                known.namespaces.add(ns)
+                gone.pop((key, ns), None)  # back again
+        previous[ns] = keys
+        in_ns.setdefault(ns, []).append(index)
 
-    current = {ns: set(live.keys) for ns, live in lives.items()}
+    def last_step(key: str, ns: str) -> int:
+        """The last step of `ns` that holds `key`."""
+        dropped = gone.get((key, ns))
+        if dropped is None:
+            return in_ns[ns][-1]
+        indexes = in_ns[ns]
+        return indexes[indexes.index(dropped) - 1]
+
     planned = []
     for key, known in sorted(seen.items(), key=lambda kv: kv[1].order):
         home = "" if "" in known.namespaces else known.first.ns
-        removed_at = None
-        live = lives.get(home)
-        if live is not None and key not in current[home]:
-            last = appearances[key].get(home, -1)
-            later = (s for _, s, _, _ in steps[last + 1 :] if s.ns == home)
-            removed_at = next(later, live.newest).time
-        planned.append(Planned(key, known.source, known.first, home, removed_at))
+        newest = max(last_step(key, ns) for ns in known.namespaces)
+        dropped = gone.get((key, home))
+        removed_at = steps[dropped].snapshot.time if dropped is not None else None
+        planned.append(Planned(key, steps[newest].item(key), known.first, home, removed_at))
     return planned
 
 
@@ -167,6 +202,13 @@ def entries(planned: list[Planned], bodies: dict[tuple[str, int], Message]) -> l
         if entry.time < before.time:
             entry.time = before.time
     return result
+
+
+def single(snapshot: Snapshot, messages: list[Message], keys: list[str], ns: str) -> list[Entry]:
+    """The history of a layout that keeps one snapshot (the plain strings): its messages as they
+    are, with its time."""
+    planned = [Planned(key, message, snapshot, ns) for key, message in zip(keys, messages)]
+    return entries(planned, {})
 
 
 def refs_to_read(planned: list[Planned]) -> dict[str, list[int]]:

@@ -23,8 +23,10 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import orjson
 import redis
 
 from conversations import conf
@@ -72,7 +74,13 @@ logger = logging.getLogger(__name__)
 EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespace in keys and fields
 # How many keys one UNLINK gets inside the delete scripts (Lua's unpack has a limit).
 UNLINK_CHUNK = 500
+# Documents asked about in one pipeline while a batch's histories are read (bounds memory).
+HISTORY_CHUNK = 500
 WRITE_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id", "channel")
+# What the delete guard reads of a checkpoint document: the id of every message in any of the
+# state's lists, not only the messages channel (a recursive `..` path would cost the server as
+# much as the whole document).
+GUARD_IDS = "$.checkpoint.channel_values.*[*].kwargs.id"
 
 
 def root_ns(ns: str | None) -> str:
@@ -239,17 +247,21 @@ class IndexedLayout(Layout):
 
     def _read_history(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
         """Round 2 and the part of 3 for documents whose ids do not line up: a snapshot of every
-        document of the thread."""
-        pipe = client.pipeline(transaction=False)
-        for thread in threads:
-            for document in thread.documents:
-                pipe.execute_command("JSON.GET", document.key, "$.checkpoint.ts", f"{self.messages_path}[*].kwargs.id")
+        document of the thread, from its time, its message ids and its number of messages.
+        The pipelines go HISTORY_CHUNK documents at a time, and equal ids share one string,
+        so memory follows the distinct messages, not the documents."""
+        ids_path = f"{self.messages_path}[*].kwargs.id"
+        as_key = _Keys()
+        whole: list[tuple[Thread, Document, datetime]] = []
+        documents = [(thread, document) for thread in threads for document in thread.documents]
+        for chunk in _chunks(documents, HISTORY_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for _, document in chunk:
+                pipe.execute_command("JSON.GET", document.key, "$.checkpoint.ts", ids_path)
                 pipe.execute_command("JSON.ARRLEN", document.key, self.messages_path)
-        replies = iter(pipe.execute(raise_on_error=False))
-        whole: list[tuple[Thread, Document, Any]] = []
-        for thread in threads:
-            for document in thread.documents:
-                paths, lengths = next(replies), next(replies)
+            replies = iter(pipe.execute(raise_on_error=False))
+            for thread, document in chunk:
+                paths, length = next(replies), next(replies)
                 try:
                     values = json_paths(paths)
                     if values is None:
@@ -260,38 +272,34 @@ class IndexedLayout(Layout):
                     if not stamps:
                         raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
                     time = parse_time(stamps[0])
-                    ids = values.get(f"{self.messages_path}[*].kwargs.id") or []
-                    length = lengths[0] if isinstance(lengths, list) and lengths else None
                 except (MalformedCheckpoint, ValueError) as exc:
                     broken.append(broken_with_value(client, document.key, str(exc), self.name))
                     continue
-                if length is None:
-                    length = 0  # no messages list (a first input checkpoint)
-                if len(ids) == length and all(isinstance(i, str) and i for i in ids):
-                    keys = tuple("id:" + i for i in ids)
-                    thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
+                ids = values.get(ids_path) or []
+                count = length[0] if isinstance(length, list) and length and isinstance(length[0], int) else 0
+                if len(ids) == count and all(isinstance(i, str) and i for i in ids):
+                    thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, tuple(map(as_key.__getitem__, ids))))
                 else:
-                    whole.append((thread, document, time))
-        if not whole:
-            return
-        pipe = client.pipeline(transaction=False)
-        for _, document, _ in whole:
-            pipe.execute_command("JSON.GET", document.key, self.messages_path)
-        for (thread, document, time), raw in zip(whole, pipe.execute(raise_on_error=False)):
-            try:
-                if raw is None:
+                    whole.append((thread, document, time))  # a message without an id: read it whole
+        for chunk in _chunks(whole, HISTORY_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for _, document, _ in chunk:
+                pipe.execute_command("JSON.GET", document.key, self.messages_path)
+            for (thread, document, time), raw in zip(chunk, pipe.execute(raise_on_error=False)):
+                try:
+                    if raw is None:
+                        continue
+                    if isinstance(raw, Exception):
+                        raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
+                    lists = parse_json(raw, "the checkpoint's messages")
+                    items = lists[0] if isinstance(lists, list) and lists and isinstance(lists[0], list) else []
+                    messages = [m for m in (parse_message(item, i) for i, item in enumerate(items)) if m.role != REMOVE]
+                except (MalformedCheckpoint, ValueError) as exc:
+                    broken.append(broken_with_value(client, document.key, str(exc), self.name))
                     continue
-                if isinstance(raw, Exception):
-                    raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
-                lists = parse_json(raw, "the checkpoint's messages")
-                items = lists[0] if isinstance(lists, list) and lists and isinstance(lists[0], list) else []
-                messages = [m for m in (parse_message(item, i) for i, item in enumerate(items)) if m.role != REMOVE]
-            except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(broken_with_value(client, document.key, str(exc), self.name))
-                continue
-            keys = tuple(message_keys(messages, f"{self.name}:{thread.candidate.thread_id}"))
-            thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
-            thread.suspicious = thread.suspicious or may_hold_nul(raw)
+                keys = tuple(message_keys(messages, f"{self.name}:{thread.candidate.thread_id}"))
+                thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
+                thread.suspicious = thread.suspicious or may_hold_nul(raw)
 
     def _read_subgraph_writes(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
         """The pending writes of each subgraph namespace's newest checkpoint, found through the
@@ -341,7 +349,7 @@ class IndexedLayout(Layout):
         for n, positions in enumerate(wanted):
             for key, indexes in positions.items():
                 runs = _runs(sorted(set(indexes)))
-                pipe.execute_command("JSON.GET", key, *(f"{self.messages_path}[{a}:{b}]" for a, b in runs))
+                pipe.execute_command("JSON.GET", key, *(self._slice(a, b) for a, b in runs))
                 asked.append((n, key, runs))
         bodies: list[dict[tuple[str, int], Message]] = [{} for _ in threads]
         failed: set[int] = set()
@@ -349,9 +357,9 @@ class IndexedLayout(Layout):
             try:
                 if raw is None or isinstance(raw, Exception):
                     raise MalformedCheckpoint(f"the checkpoint {key} expired or changed while it was read")
-                paths = json_paths(raw) or {}
+                paths = json_paths(raw, [self._slice(a, b) for a, b in runs]) or {}
                 for a, b in runs:
-                    items = paths.get(f"{self.messages_path}[{a}:{b}]") or []
+                    items = paths.get(self._slice(a, b)) or []
                     if len(items) != b - a:
                         raise MalformedCheckpoint(f"the checkpoint {key} changed while it was read")
                     for offset, item in enumerate(items):
@@ -385,6 +393,9 @@ class IndexedLayout(Layout):
             )
         return conversations
 
+    def _slice(self, start: int, end: int) -> str:
+        return f"{self.messages_path}[{start}:{end}]"
+
     # -- delete --------------------------------------------------------------------------
 
     def delete_many(self, client: redis.Redis, conversations: list[Conversation], check: Check | None = None) -> list[bool]:
@@ -410,42 +421,40 @@ class IndexedLayout(Layout):
 
     def held(self, client: redis.Redis, items: list[tuple[Conversation, Found, Found]]) -> list[Held]:
         """What the keys about to be deleted hold, read from them again and independently of
-        the history: the ids of every message in every checkpoint document (any channel, any
-        namespace), a run's inputs, and every message in the pending writes of each namespace's
-        newest checkpoint."""
-        pipe = client.pipeline(transaction=False)
-        asked: list[list[str]] = []
+        the history: the ids of every message in every checkpoint document (any list in the
+        state, any namespace), a run's inputs, and every message in the pending writes of each
+        namespace's newest checkpoint. HISTORY_CHUNK documents a pipeline."""
+        asked: list[tuple[Held, str, bool]] = []  # (whose, key, a checkpoint document?)
+        result = []
         for _, documents, writes in items:
+            held = Held()
+            result.append(held)
             newest: dict[str, str] = {}
             for _, f in documents:
                 ns = root_ns(f.get("checkpoint_ns"))
                 newest[ns] = max(newest.get(ns, ""), f.get("checkpoint_id", ""))
-            pending = [k for k, f in writes if f.get("checkpoint_id", "") == newest.get(root_ns(f.get("checkpoint_ns")))]
-            for key, _ in documents:
-                pipe.execute_command("JSON.GET", key, "$.checkpoint.channel_values..kwargs.id", "$.checkpoint.channel_values.__start__")
-            for key in pending:
-                pipe.execute_command("JSON.GET", key)
-            asked.append([key for key, _ in documents] + pending)
-        replies = iter(pipe.execute(raise_on_error=False))
-        result = []
-        for (_, documents, _), keys in zip(items, asked):
-            held = Held()
-            for n, key in enumerate(keys):
-                reply = next(replies)
+            asked += [(held, key, True) for key, _ in documents]
+            asked += [(held, k, False) for k, f in writes if f.get("checkpoint_id", "") == newest.get(root_ns(f.get("checkpoint_ns")))]
+        for chunk in _chunks(asked, HISTORY_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            for _, key, is_document in chunk:
+                if is_document:
+                    pipe.execute_command("JSON.GET", key, GUARD_IDS, "$.checkpoint.channel_values.__start__")
+                else:
+                    pipe.execute_command("JSON.GET", key)
+            for (held, key, is_document), reply in zip(chunk, pipe.execute(raise_on_error=False)):
                 if reply is None or isinstance(reply, Exception):
                     continue
-                if n < len(documents):
+                if is_document:
                     paths = json_paths(reply) or {}
-                    held.ids.update(i for i in paths.get("$.checkpoint.channel_values..kwargs.id") or [] if isinstance(i, str))
+                    held.ids.update(i for i in paths.get(GUARD_IDS) or [] if isinstance(i, str))
                     held_in(paths.get("$.checkpoint.channel_values.__start__"), held)
-                else:
-                    try:
-                        doc = parse_json(reply, f"pending write {key}")
-                        value, _ = decode_value(doc, key)
-                    except MalformedCheckpoint:
-                        continue  # not readable as data (pickle, bytes): no message the archive could hold
-                    held_in(value, held)
-            result.append(held)
+                    continue
+                try:
+                    value, _ = decode_value(parse_json(reply, f"pending write {key}"), key)
+                except MalformedCheckpoint:
+                    continue  # not readable as data (pickle, bytes): no message the archive could hold
+                held_in(value, held)
         return result
 
 
@@ -488,6 +497,18 @@ def _newest_by_ns(snapshots: list[Snapshot]) -> dict[str, Snapshot]:
 
 def _id_of(key: str) -> str | None:
     return key[3:] if key.startswith("id:") else None
+
+
+class _Keys(dict[str, str]):
+    """Message id -> its identity ("id:" + id), one string per id however many documents hold it."""
+
+    def __missing__(self, message_id: str) -> str:
+        key = self[message_id] = "id:" + message_id
+        return key
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _runs(indexes: list[int]) -> list[tuple[int, int]]:

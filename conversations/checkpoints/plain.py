@@ -18,7 +18,7 @@ import redis
 from conversations import conf
 from conversations.checkpoints import history
 from conversations.checkpoints.base import Broken, Candidate, Check, Conversation, Guard, Held, Layout, held_in
-from conversations.checkpoints.history import Live, Snapshot
+from conversations.checkpoints.history import Snapshot
 from conversations.checkpoints.messages import check_storable, may_hold_nul, message_keys, parse_json, parse_state, parse_time
 from conversations.checkpoints.redisjson import decode, ttl_seconds
 from conversations.exceptions import MalformedCheckpoint
@@ -102,10 +102,9 @@ class PlainLayout(Layout):
             raise MalformedCheckpoint("neither the checkpoint nor its messages carry a time")
         scope = f"{self.name}:{candidate.key}"
         checkpoint_id = str(checkpoint.get("id") or "")
-        snapshot = Snapshot(candidate.key, "", checkpoint_id, newest, tuple(message_keys(state.messages, scope)))
-        entries = history.entries(history.plan([snapshot], {"": Live.of(snapshot, current, [], scope)}), {})
-        for entry in entries:
-            entry.ns = candidate.checkpoint_ns  # the key's own suffix, as the guide names it
+        snapshot = Snapshot(candidate.key, "", checkpoint_id, newest, ())
+        # The key's own suffix stands where a saver's namespace would, as the guide names it.
+        entries = history.single(snapshot, current, message_keys(current, scope), candidate.checkpoint_ns)
         return Conversation(
             candidate=candidate,
             source=self.name,

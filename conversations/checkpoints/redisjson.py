@@ -40,11 +40,15 @@ def ttl_seconds(pttl: Any) -> float | None:
     return None
 
 
-def json_paths(raw: Any) -> dict[str, list[Any]] | None:
-    """The answer of a multi-path JSON.GET: {path: [matches]}; None when the key is missing."""
+def json_paths(raw: Any, paths: tuple[str, ...] | list[str] = ()) -> dict[str, list[Any]] | None:
+    """The answer of a JSON.GET of several `paths` as {path: [matches]}; None when the key is
+    missing. (Asked for one path, RedisJSON answers the list of matches alone: give `paths`
+    to have it in the same shape.)"""
     if raw is None or isinstance(raw, Exception):
         return None
     value = orjson.loads(raw)
+    if len(paths) == 1 and isinstance(value, list):
+        return {paths[0]: value}
     return value if isinstance(value, dict) else None
 
 
