@@ -109,25 +109,37 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
         archived = _archived(ids)
         rows: list[NewRow] = []
         changes: list[Change] = []
+        moves: list[tuple[str, str, int]] = []
         added = dict.fromkeys(ids, 0)
         exact = True  # whether `archived` still counts what the table holds
         for conversation in conversations:
             known = archived.setdefault(conversation.conversation_id, Archived())
+            fresh: list[tuple[Entry, str]] = []
             for i, entry in enumerate(conversation.entries):
                 digest = fingerprint(entry.message)
                 stored = known.rows.get(entry.key)
                 if stored is not None:
-                    if stored.fingerprint != digest or (stored.removed_at is None) != (entry.removed_at is None):
+                    earlier = entry.time < stored.time  # it first appeared in a checkpoint no run could read before
+                    if earlier or stored.fingerprint != digest or (stored.removed_at is None) != (entry.removed_at is None):
                         changes.append(Change(conversation.conversation_id, entry, digest))
+                        exact = exact and not earlier
                     continue
                 claimed = _claim(known, entry.message, conversation.entries[i - 1].key if i else None)
                 if claimed is not None:
                     if _replace_provisional(conversation, claimed, entry, digest):
-                        known.rows[entry.key] = Stored(claimed.position, digest, entry.removed_at)
+                        known.rows[entry.key] = Stored(claimed.position, entry.time, digest, entry.removed_at)
                         continue
                     exact = False  # changed meanwhile: insert it as any new message
-                rows.append((conversation, entry, digest, known.add(entry.key, entry.time, digest=digest)))
+                fresh.append((entry, digest))
+            places, moved = arrange(known, [e.key for e in conversation.entries], {e.key for e, _ in fresh})
+            for key, position in moved.items():
+                moves.append((conversation.conversation_id, key, position))
+                known.rows[key].position = position
+            for entry, digest in fresh:
+                rows.append((conversation, entry, digest, known.add(entry.key, entry.time, places[entry.key], digest)))
                 added[conversation.conversation_id] += 1
+        if moves:
+            _move(moves)
         if rows and not _insert(rows, now):
             exact = False  # some rows were there already
         if changes:
@@ -136,6 +148,50 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
             archived = _archived(ids)
         _refresh_conversations(conversations, archived, now)
     return added
+
+
+def arrange(known: Archived, keys: list[str], new: set[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Positions for the `new` keys, in the order of first appearance that `keys` (the whole
+    conversation as read) gives, and the archived rows that must move to make room.
+
+    Usually every new message comes after every archived one: they are appended, nothing
+    moves. A message found later but older than archived ones (a history the previous run
+    could not read, say) goes right after the message that precedes it in `keys`; the
+    archived rows keep their order among themselves. When none of the archived rows is in
+    `keys` (the bot started the thread over after it was archived), the new ones come last."""
+    order = [k for k in keys if k in new]
+    if not order:
+        return {}, {}
+    archived_at = [i for i, k in enumerate(keys) if k in known.rows]
+    if not archived_at or keys.index(order[0]) > archived_at[-1]:
+        return {k: known.last + 1 + i for i, k in enumerate(order)}, {}
+    head: list[str] = []
+    after: dict[str, list[str]] = {}
+    current: str | None = None
+    for key in keys:
+        if key in known.rows:
+            current = key
+        elif key in new:
+            (head if current is None else after.setdefault(current, [])).append(key)
+    stored = sorted(known.rows, key=lambda k: known.rows[k].position)
+    final = head + [k for s in stored for k in (s, *after.get(s, []))]
+    position = {k: i for i, k in enumerate(final)}
+    moved = {k: position[k] for k in stored if position[k] != known.rows[k].position}
+    return {k: position[k] for k in order}, moved
+
+
+def _move(moves: list[tuple[str, str, int]]) -> None:
+    """Give archived rows their new positions, one UPDATE ... FROM (VALUES ...) a chunk."""
+    table = ConversationHistory._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(moves), UPDATE_CHUNK):
+            chunk = moves[start : start + UPDATE_CHUNK]
+            cursor.execute(
+                f"UPDATE {table} AS h SET position = CAST(v.position AS integer) "
+                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v(conversation_id, message_key, position) "
+                "WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key",
+                [value for move in chunk for value in move],
+            )
 
 
 def fingerprint(message: Message) -> str:
@@ -158,19 +214,23 @@ class Change:
 
 
 def _update(changes: list[Change]) -> None:
-    """One UPDATE ... FROM (VALUES ...) for the batch's edited and removed messages. A removal
-    time once set is kept; it is cleared if the bot has the message again."""
+    """One UPDATE ... FROM (VALUES ...) for the batch's edited and removed messages, and those
+    found to have first appeared earlier than archived (their time, checkpoint and namespace
+    become those of that first appearance). A removal time once set is kept; it is cleared if
+    the bot has the message again."""
     table = ConversationHistory._meta.db_table
     values, params = [], []
     for change in changes:
         m = change.entry.message
-        values.append("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        values.append("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
         params += [
             change.conversation_id, change.entry.key, m.content, _json_param(m.content_blocks), m.name,
             _json_param(m.tool_calls), m.tool_call_id, _json_param(m.metadata), change.fingerprint,
             change.entry.removed_at, change.entry.removed_at is not None,
+            change.entry.time, change.entry.checkpoint_id, change.entry.ns,
         ]
     json_type = "jsonb" if connection.vendor == "postgresql" else "text"
+    time_type = "timestamptz" if connection.vendor == "postgresql" else "datetime"
     with connection.cursor() as cursor:
         for start in range(0, len(values), UPDATE_CHUNK):
             chunk = values[start : start + UPDATE_CHUNK]
@@ -180,12 +240,16 @@ def _update(changes: list[Change]) -> None:
                     content = v.content, content_blocks = CAST(v.blocks AS {json_type}), name = v.name,
                     tool_calls = CAST(v.calls AS {json_type}), tool_call_id = v.call_id,
                     metadata = CAST(v.metadata AS {json_type}), fingerprint = v.fingerprint,
-                    removed_at = CASE WHEN v.removed THEN COALESCE(h.removed_at, CAST(v.removed_at AS {_time_type()})) END
+                    removed_at = CASE WHEN v.removed THEN COALESCE(h.removed_at, CAST(v.removed_at AS {time_type})) END,
+                    checkpoint_id = CASE WHEN CAST(v.first_at AS {time_type}) < h.timestamp THEN v.checkpoint_id ELSE h.checkpoint_id END,
+                    checkpoint_ns = CASE WHEN CAST(v.first_at AS {time_type}) < h.timestamp THEN v.ns ELSE h.checkpoint_ns END,
+                    timestamp = CASE WHEN CAST(v.first_at AS {time_type}) < h.timestamp THEN CAST(v.first_at AS {time_type}) ELSE h.timestamp END
                 FROM (VALUES {", ".join(chunk)}) AS v(conversation_id, message_key, content, blocks, name, calls,
-                                                     call_id, metadata, fingerprint, removed_at, removed)
+                                                     call_id, metadata, fingerprint, removed_at, removed, first_at,
+                                                     checkpoint_id, ns)
                 WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key
                 """,
-                params[start * 11 : (start + len(chunk)) * 11],
+                params[start * 14 : (start + len(chunk)) * 14],
             )
 
 
@@ -194,10 +258,6 @@ UPDATE_CHUNK = 500
 
 def _json_param(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
-
-
-def _time_type() -> str:
-    return "timestamptz" if connection.vendor == "postgresql" else "datetime"
 
 
 @dataclass
@@ -212,9 +272,10 @@ class Provisional:
 
 @dataclass
 class Stored:
-    """An archived row as the writer needs it: its place, its fingerprint, its removal time."""
+    """An archived row as the writer needs it: its place, time, fingerprint and removal time."""
 
     position: int
+    time: datetime
     fingerprint: str
     removed_at: datetime | None
 
@@ -231,11 +292,9 @@ class Archived:
     last_at: datetime | None = None
     provisional: list[Provisional] = field(default_factory=list)
 
-    def add(self, key: str, stamp: datetime, position: int | None = None, digest: str = "",
-            removed_at: datetime | None = None) -> int:
-        """Count a row (a new one gets the next position); return its position."""
-        position = self.last + 1 if position is None else position
-        self.rows[key] = Stored(position, digest, removed_at)
+    def add(self, key: str, stamp: datetime, position: int, digest: str = "", removed_at: datetime | None = None) -> int:
+        """Count a row at `position`; return it."""
+        self.rows[key] = Stored(position, stamp, digest, removed_at)
         self.last = max(self.last, position)
         self.count += 1
         self.first_at = stamp if self.first_at is None else min(self.first_at, stamp)
