@@ -176,3 +176,44 @@ def test_the_customer_id_passed_only_as_configuration_is_found_in_the_metadata(s
     thread, facts = by_scenario["configurable"]
     assert facts["config_in_redis"]["customer_id"] == []  # nowhere in Redis
     assert {r.customer_id for r in archived(thread)} == {None}
+
+
+@pytest.mark.parametrize(
+    "scenario, blind",
+    [
+        # The reader no longer sees the subgraph's documents: its messages are never archived.
+        ("subgraph_interrupt", "is_document"),
+        # The reader no longer reads pending writes: the finished tool's result is never archived.
+        ("interrupt_pending", "read_pending"),
+    ],
+)
+def test_the_delete_guard_keeps_what_a_blind_reader_missed(stack, saver_python, tmp_path, monkeypatch, scenario, blind):
+    """A reader disabled on purpose stands for any layout the archiver does not understand:
+    the guard, reading the keys again on its own, finds messages without a committed row,
+    keeps every key of the thread and says so; a run that reads them all completes the work."""
+    from conversations.checkpoints import indexed
+    from conversations.checkpoints.saver import SaverLayout
+    from conversations.checkpoints.writes import Pending
+
+    expected = write(saver_python("0.5"), stack_url(stack), "redis", f"blind-{blind}", tmp_path / "e.json", scenario)
+    [(thread, facts)] = expected["threads"].items()
+    keys_before = sorted(k for k in stack.scan_iter(count=1000) if thread.encode() in k)
+    if blind == "is_document":
+        real = SaverLayout.is_document
+        monkeypatch.setattr(SaverLayout, "is_document", lambda self, t, key, f: real(self, t, key, f) and indexed.root_ns(f.get("checkpoint_ns")) == "")
+    else:
+        monkeypatch.setattr(indexed, "read_pending", lambda *args: Pending())
+
+    blinded = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+
+    assert blinded.archived == 0 and blinded.errors == 1
+    assert "the delete guard refused them (not archived: " in blinded.error_messages[0]
+    assert sorted(k for k in stack.scan_iter(count=1000) if thread.encode() in k) == keys_before
+    assert len(archived(facts["conversation_id"])) < len(facts["messages"])
+
+    monkeypatch.undo()
+    seeing = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+
+    assert (seeing.archived, seeing.errors) == (1, 0)
+    assert [as_expected(r) for r in archived(facts["conversation_id"])] == expected_rows(facts["messages"])
+    assert leftovers(stack, thread) == []
