@@ -153,6 +153,8 @@ class TranscriptEntry:
     tool_call_id: str | None
     content_blocks: str | None
     metadata: str | None
+    removed_at: datetime | None  # when the bot removed it from its state
+    subgraph: str  # the namespace of a message only a subgraph had, else ""
 
     @classmethod
     def from_row(cls, row: ConversationHistory) -> TranscriptEntry:
@@ -169,6 +171,8 @@ class TranscriptEntry:
             tool_call_id=row.tool_call_id,
             content_blocks=pretty_json(row.content_blocks) if row.content_blocks else None,
             metadata=pretty_json(row.metadata) if row.metadata else None,
+            removed_at=row.removed_at,
+            subgraph=row.checkpoint_ns if row.source != "plain" else "",  # the plain layout's is its key's suffix
         )
 
 
@@ -212,6 +216,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         "thread_id",
         "checkpoint_ns",
         "checkpoint_id",
+        "local_removed_at",
         "local_archived_at",
     )
     readonly_fields = fields
@@ -266,6 +271,8 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
     local_timestamp = local_time_column("timestamp", "timestamp")
 
     local_archived_at = local_time_column("archived_at", "archived at")
+
+    local_removed_at = local_time_column("removed_at", "removed from the bot's state")
 
     @admin.display(description="content")
     def content_text(self, obj: ConversationHistory) -> str:

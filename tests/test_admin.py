@@ -44,7 +44,7 @@ def message(
         content=content,
         position=position,
         message_key=f"{conversation_id}:{position}",
-        source="plain",
+        source=fields.pop("source", "plain"),
         thread_id=conversation_id,
         archived_at=BASE + timedelta(days=1),
         **fields,
@@ -415,6 +415,22 @@ def test_transcript_of_an_odd_conversation_id(support: Client) -> None:
     response = support.get(transcript(odd))
     assert response.status_code == 200
     assert "still found" in response.content.decode()
+
+
+def test_the_transcript_flags_what_the_bot_removed_and_what_only_a_subgraph_had(support: Client) -> None:
+    message("conv-h", 0, "hola", source="redis")
+    message("conv-h", 1, "old answer <b>", role="ai", source="redis", removed_at=BASE + timedelta(hours=2))
+    message("conv-h", 2, "checking", role="ai", source="redis", checkpoint_ns="support:1f0-task")
+    message("conv-p", 0, "plain", checkpoint_ns="1698765432")  # the plain layout's key suffix is no subgraph
+
+    page = support.get(transcript("conv-h")).content.decode()
+
+    items = page.split('<li class="message ')[1:]
+    assert "removed-flag" not in items[0] and "subgraph-flag" not in items[0]
+    assert "removed from the bot's state 2026-07-01 14:00:00 CEST" in items[1] and "old answer &lt;b&gt;" in items[1]
+    assert items[1].startswith("role-ai removed")
+    assert "in subgraph support:1f0-task" in items[2] and "removed-flag" not in items[2]
+    assert "subgraph-flag" not in support.get(transcript("conv-p")).content.decode()
 
 
 def test_unknown_conversation_is_not_found(support: Client) -> None:
