@@ -187,11 +187,12 @@ def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[lis
 
 @dataclass
 class Batch:
-    """What one batch read from Redis: the due conversations and the unreadable values."""
+    """What one batch found in Redis: the due conversations, not read yet (a writer thread
+    reads them, so reading overlaps with storing), and the values the probe could not read."""
 
     layout: Layout
     keys: int
-    conversations: list[Conversation]
+    due: list[Candidate]
     broken: list[Broken]
     began: float
 
@@ -204,47 +205,61 @@ def read_batch(
     report: RunReport,
     progress: Callable[[str], None] | None = None,
 ) -> Batch | None:
-    """Read a batch of keys; a dry run only reports it (and returns None)."""
+    """Probe a batch of keys for the due conversations; a dry run reads and reports them
+    here (and returns None)."""
     began = time.monotonic()
     with redis_errors():
         candidates, broken = layout.probe(client, keys)
-        due = [c for c in candidates if is_due(c, opts)]
+    due = [c for c in candidates if is_due(c, opts)]
+    _mark(broken, layout)
+    if not opts.dry_run:
+        _found(report, len(due) + sum(1 for b in broken if b.counted))
+        return Batch(layout, len(keys), due, broken, began)
+
+    with redis_errors():
         conversations, unreadable = layout.load(client, due) if due else ([], [])
+    _mark(unreadable, layout)
     broken += unreadable
+    _found(report, len(conversations) + sum(1 for b in broken if b.counted))
+    report.messages += sum(len(c.messages) for c in conversations)
+    report.quarantined += sum(1 for b in broken if b.counted)
+    for c in conversations:
+        _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
     for b in broken:
-        b.source = layout.name
-    found = len(conversations) + sum(1 for b in unreadable if b.counted)
-    report.found += found
-    if found:
-        logger.info("Found %d expired checkpoints to archive", found)
+        if b.counted:
+            _say(progress, f"would quarantine {b.key}: {b.error}")
+    return None
+
+
+def _mark(broken: list[Broken], layout: Layout) -> None:
     for b in broken:
+        b.source = b.source or layout.name
         if not b.counted:
             logger.warning("Skipping %s: %s", b.key, b.error)
 
-    if opts.dry_run:
-        report.messages += sum(len(c.messages) for c in conversations)
-        report.quarantined += sum(1 for b in broken if b.counted)
-        for c in conversations:
-            _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
-        for b in broken:
-            if b.counted:
-                _say(progress, f"would quarantine {b.key}: {b.error}")
-        return None
-    return Batch(layout, len(keys), conversations, broken, began)
+
+def _found(report: RunReport, found: int) -> None:
+    report.found += found
+    if found:
+        logger.info("Found %d expired checkpoints to archive", found)
 
 
 def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
-    """Quarantine, write, and only then delete what was written, and what the delete guard
-    finds committed."""
+    """Read the due conversations, quarantine what cannot be read, write, and only then delete
+    what was written, and what the delete guard finds committed."""
     layout = batch.layout
-    _quarantine(batch.broken, opts, report)
-    written = _write(client, layout, batch.conversations, opts, report)
+    with redis_errors():
+        conversations, unreadable = layout.load(client, batch.due) if batch.due else ([], [])
+    _mark(unreadable, layout)
+    _quarantine(batch.broken + unreadable, opts, report)
+    committed: dict[str, set[str]] = {}
+    written = _write(client, layout, conversations, opts, report, committed)
     archived = deferred = 0
     refused: dict[int, str] = {}
 
     def guard(items: list[tuple[Conversation, Held]]) -> list[bool]:
         try:
-            missing = storage.with_retry(lambda: storage.unarchived(items), "checking what the keys hold")
+            missing = storage.with_retry(lambda: storage.unarchived(items, committed), "checking what the keys hold")
         except DatabaseError as exc:  # cannot tell: every key stays, the next run checks again
             for conversation, _ in items:
                 refused[id(conversation)] = f"the archive could not be asked: {exc}"
@@ -277,7 +292,7 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
         layout.name,
         archived,
         deferred,
-        sum(1 for b in batch.broken if b.counted),
+        sum(1 for b in batch.broken + unreadable if b.counted),
         time.monotonic() - batch.began,
     )
 
@@ -351,13 +366,15 @@ class BatchWriter:
 
 
 def _write(
-    client: redis.Redis, layout: Layout, conversations: list[Conversation], opts: Options, report: RunReport
+    client: redis.Redis, layout: Layout, conversations: list[Conversation], opts: Options, report: RunReport,
+    committed: dict[str, set[str]],
 ) -> list[Conversation]:
-    """Commit the batch's rows; return the conversations whose rows are stored."""
+    """Commit the batch's rows; return the conversations whose rows are stored, and put in
+    `committed` the message keys each of them has in the archive."""
     if not conversations:
         return []
     try:
-        added = storage.with_retry(lambda: storage.write_conversations(conversations, opts.now), "archiving a batch")
+        written = storage.with_retry(lambda: storage.write_conversations(conversations, opts.now), "archiving a batch")
     except ProgrammingError as exc:
         raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
     except (DatabaseError, *storage.UNSTORABLE) as exc:
@@ -366,9 +383,10 @@ def _write(
         # One conversation's rows broke the batch: write them one by one to find it.
         stored: list[Conversation] = []
         for conversation in conversations:
-            stored += _write(client, layout, [conversation], opts, report)
+            stored += _write(client, layout, [conversation], opts, report, committed)
         return stored
-    report.messages += sum(added.values())
+    report.messages += sum(written.added.values())
+    committed.update(written.keys)
     return conversations
 
 

@@ -101,9 +101,18 @@ def pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def write_conversations(conversations: list[Conversation], now: datetime) -> dict[str, int]:
+@dataclass
+class Written:
+    """What a committed batch left in the archive: rows added, and every message key each
+    conversation now has there (what the delete guard compares)."""
+
+    added: dict[str, int]
+    keys: dict[str, set[str]]
+
+
+def write_conversations(conversations: list[Conversation], now: datetime) -> Written:
     """Store the messages not yet archived, bring up to date the ones the bot edited or removed
-    from its state since; return how many rows each conversation gained."""
+    from its state since."""
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
         archived = _archived(ids)
@@ -147,7 +156,7 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> dic
         if not exact:
             archived = _archived(ids)
         _refresh_conversations(conversations, archived, now)
-    return added
+    return Written(added, {cid: set(archived[cid].rows) if cid in archived else set() for cid in ids})
 
 
 def arrange(known: Archived, keys: list[str], new: set[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -508,16 +517,12 @@ def _refresh_conversations(conversations: list[Conversation], archived: dict[str
         )
 
 
-def unarchived(items: list[tuple[Conversation, Held]]) -> list[set[str]]:
+def unarchived(items: list[tuple[Conversation, Held]], committed: dict[str, set[str]]) -> list[set[str]]:
     """The delete guard's question: for each conversation, which of the messages its keys hold
-    (`Held`) have no committed row: ids as they are, messages without an id as "role: text"
-    (covered by any row of the same role and text). Empty sets mean the keys may go."""
-    ids = sorted({c.conversation_id for c, _ in items})
-    stored_ids: dict[str, set[str]] = {}
-    for conversation_id, message_id in ConversationHistory.objects.filter(
-        conversation_id__in=ids, message_id__isnull=False
-    ).values_list("conversation_id", "message_id").iterator(chunk_size=5000):
-        stored_ids.setdefault(conversation_id, set()).add(message_id)
+    (`Held`) have no committed row. `committed` is every message key each conversation has in
+    the archive, as the transaction that just committed left it (Written.keys): a message
+    with an id is covered by its key; one without, written "role: text", by any row of the
+    same role and text, which is asked of the database. Empty sets mean the keys may go."""
     texts: dict[str, set[tuple[str, str]]] = {}
     anonymous = sorted({c.conversation_id for c, held in items if held.anonymous})
     if anonymous:
@@ -526,7 +531,8 @@ def unarchived(items: list[tuple[Conversation, Held]]) -> list[set[str]]:
             texts.setdefault(conversation_id, set()).add((role, content))
     missing = []
     for conversation, held in items:
-        absent = held.ids - stored_ids.get(conversation.conversation_id, set())
+        keys = committed.get(conversation.conversation_id, set())
+        absent = {i for i in held.ids if "id:" + i not in keys}
         absent_texts = held.anonymous - texts.get(conversation.conversation_id, set())
         missing.append(absent | {f"{role}: {text[:40]}" for role, text in absent_texts})
     return missing

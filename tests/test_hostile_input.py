@@ -448,7 +448,12 @@ def test_hostile_saver_documents_and_pending_writes(stack_redis, tmp_path, data)
     report = run_archive(options(now=timezone.now() + timedelta(hours=24)))
 
     assert not marker.exists()
-    assert report.errors == report.quarantined, report.error_messages[:5]
+    # Every error is a quarantined value, or a thread the delete guard kept whole in Redis
+    # (the edit left a message only where the history does not look, an old run's input).
+    refused = [m for m in report.error_messages if "the delete guard refused" in m]
+    assert report.errors == report.quarantined + len(refused), report.error_messages[:5]
+    if refused:
+        assert stack_redis.exists("checkpoint_latest:target:__empty__")
     neighbour = list(ConversationHistory.objects.filter(conversation_id="neighbour").order_by("position").values_list("message_id", flat=True))
     assert neighbour == [m["id"] for m in template["expected"]["neighbour"]]
     if not stack_redis.exists("checkpoint_latest:target:__empty__"):

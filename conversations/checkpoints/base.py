@@ -53,6 +53,15 @@ class Guard:
 
 
 @dataclass
+class Held:
+    """The messages that a conversation's keys hold, as the delete guard finds them: ids, and
+    (role, text) for messages without one."""
+
+    ids: set[str] = field(default_factory=set)
+    anonymous: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass
 class Conversation:
     """A due conversation, read in full: its facts (from the newest root state) and every
     message its surviving checkpoints hold (history.py)."""
@@ -64,6 +73,10 @@ class Conversation:
     entries: list[Entry]
     guard: Guard
     scope: str  # keeps id-less messages of different threads apart
+    # For the delete guard: the messages of the documents `load` read, by other paths than
+    # the history's, and which documents those are.
+    held: Held = field(default_factory=Held)
+    read: frozenset[str] = frozenset()
 
     @property
     def messages(self) -> list[Message]:
@@ -89,15 +102,6 @@ class Broken:
 def broken_with_value(client: redis.Redis, key: str, error: str, source: str = "") -> Broken:
     kind, value = raw_value(client, key)
     return Broken(key=key, error=error, source=source, redis_type=kind, raw_value=value)
-
-
-@dataclass
-class Held:
-    """The messages that a conversation's keys hold, as the delete guard finds them: ids, and
-    (role, text) for messages without one."""
-
-    ids: set[str] = field(default_factory=set)
-    anonymous: set[tuple[str, str]] = field(default_factory=set)
 
 
 # The delete guard: told what each conversation's keys hold, it answers for each whether the
@@ -147,19 +151,22 @@ def held_in(value: Any, held: Held) -> None:
             continue
         if not isinstance(item, dict):
             continue
-        message: Message | None = None
-        if _looks_like_message(item):
-            try:
-                message = parse_message(item, 0)
-            except MalformedCheckpoint:
-                message = None
-        if message is None:
+        if not _looks_like_message(item):
             stack.extend(item.values())
-        elif message.role != REMOVE:
-            if message.message_id:
-                held.ids.add(message.message_id)
-            else:
-                held.anonymous.add((message.role, message.content))
+            continue
+        fields = item.get("kwargs") if item.get("lc") == 1 else item
+        message_id = fields.get("id") if isinstance(fields, dict) else None
+        if isinstance(message_id, str) and message_id:
+            if fields.get("type") != REMOVE:
+                held.ids.add(message_id)  # the id is all that counts: no need to read the rest
+            continue
+        try:
+            message = parse_message(item, 0)
+        except MalformedCheckpoint:
+            stack.extend(item.values())
+            continue
+        if message.role != REMOVE:
+            held.anonymous.add((message.role, message.content))
 
 
 def _looks_like_message(item: dict[str, Any]) -> bool:

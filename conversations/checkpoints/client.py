@@ -7,10 +7,18 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 from conversations import conf
 from conversations.exceptions import RedisUnavailable
 
+# Answers are parsed by hiredis when it is installed (requirements.txt), several times faster
+# than redis-py's own parser on a batch's search results; commands are still packed by
+# redis-py's own serializer, which sends a key name that is not UTF-8 back as it came
+# (surrogateescape), where hiredis's packer refuses it. It keeps no state: one serves all
+# connections.
+COMMAND_PACKER = PythonRespSerializer(6000, Encoder("utf-8", "surrogateescape", False).encode)
 CONNECT_TIMEOUT_SECONDS = 5
 # Generous: one pipeline of a batch's documents can take a while on a loaded server.
 READ_TIMEOUT_SECONDS = 60
@@ -28,6 +36,7 @@ def connect(url: str | None = None) -> redis.Redis:
             # Key names are bytes; decode() reads one that is not UTF-8 with surrogateescape, and
             # this sends it back unchanged (strict would fail the whole batch on it).
             encoding_errors="surrogateescape",
+            command_packer=COMMAND_PACKER,
             protocol=2,  # the same reply shapes on every redis-py release (8.x defaults to RESP3)
         )
     except ValueError as exc:

@@ -24,7 +24,7 @@ The rules (README and docs/operations.md say them too):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from conversations.checkpoints.messages import Message, merge_messages, message_keys
@@ -108,7 +108,6 @@ class Entry:
 @dataclass
 class _Seen:
     first: Snapshot
-    order: tuple[int, int]
     namespaces: set[str]
 
 
@@ -158,7 +157,7 @@ def plan(snapshots: Iterable[Snapshot], lives: dict[str, Live]) -> list[Planned]
             key = keys[position]
             known = seen.get(key)
             if known is None:
-                seen[key] = _Seen(step.snapshot, (index, position), {ns})
+                seen[key] = _Seen(step.snapshot, {ns})
             else:
                 known.namespaces.add(ns)
                 gone.pop((key, ns), None)  # back again
@@ -174,9 +173,13 @@ def plan(snapshots: Iterable[Snapshot], lives: dict[str, Live]) -> list[Planned]
         return indexes[indexes.index(dropped) - 1]
 
     planned = []
-    for key, known in sorted(seen.items(), key=lambda kv: kv[1].order):
-        home = "" if "" in known.namespaces else known.first.ns
-        newest = max(last_step(key, ns) for ns in known.namespaces)
+    for key, known in seen.items():  # filled in order of first appearance
+        if len(known.namespaces) == 1:
+            (home,) = known.namespaces
+            newest = last_step(key, home)
+        else:
+            home = "" if "" in known.namespaces else known.first.ns
+            newest = max(last_step(key, ns) for ns in known.namespaces)
         dropped = gone.get((key, home))
         removed_at = steps[dropped].snapshot.time if dropped is not None else None
         planned.append(Planned(key, steps[newest].item(key), known.first, home, removed_at))

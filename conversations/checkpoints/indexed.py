@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import redis
 
 from conversations import conf
@@ -46,7 +45,7 @@ from conversations.checkpoints.base import (
 from conversations.checkpoints.history import Live, Ref, Snapshot
 from conversations.checkpoints.messages import (
     REMOVE,
-    Message,
+        Message,
     State,
     check_storable,
     first_id,
@@ -59,12 +58,15 @@ from conversations.checkpoints.messages import (
 )
 from conversations.checkpoints.redisjson import (
     Found,
+    JsonFound,
     decode,
     escape_tag,
     index_name,
     json_paths,
+    search_json,
     search_many,
     search_threads,
+    thread_query,
 )
 from conversations.checkpoints.writes import Pending, decode_value, read_pending
 from conversations.exceptions import MalformedCheckpoint
@@ -76,11 +78,15 @@ EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespa
 UNLINK_CHUNK = 500
 # Documents asked about in one pipeline while a batch's histories are read (bounds memory).
 HISTORY_CHUNK = 500
+# Documents (with their message ids) one FT.SEARCH command returns: a long thread's history
+# comes in several commands, none of them long.
+HISTORY_PAGE = 100
 WRITE_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id", "channel")
-# What the delete guard reads of a checkpoint document: the id of every message in any of the
-# state's lists, not only the messages channel (a recursive `..` path would cost the server as
-# much as the whole document).
+# What the delete guard reads of a checkpoint document `load` did not read: the id of every
+# message in any of the state's lists, not only the messages channel (a recursive `..` path
+# would cost the server as much as the whole document), and a run's input.
 GUARD_IDS = "$.checkpoint.channel_values.*[*].kwargs.id"
+GUARD_INPUT = "$.checkpoint.channel_values.__start__"  # a run's input, messages without ids
 
 
 def root_ns(ns: str | None) -> str:
@@ -91,11 +97,13 @@ def root_ns(ns: str | None) -> str:
 
 @dataclass
 class Document:
-    """A checkpoint document of the thread other than the newest root one."""
+    """A checkpoint document of the thread other than the newest root one, as the search
+    listed it: its namespace and id, and the matches of its time and message paths."""
 
     key: str
     ns: str
     checkpoint_id: str
+    found: dict[str, list[Any]]
 
 
 @dataclass
@@ -112,6 +120,9 @@ class Thread:
     snapshots: list[Snapshot] = field(default_factory=list)
     pending: dict[str, Pending] = field(default_factory=dict)  # by namespace
     suspicious: bool = False  # some JSON read may hold a NUL
+    # For the delete guard, read apart from the history: what the documents read here hold.
+    held: Held = field(default_factory=Held)
+    read: set[str] = field(default_factory=set)  # the documents whose messages `held` counts
 
 
 class IndexedLayout(Layout):
@@ -127,12 +138,27 @@ class IndexedLayout(Layout):
         self.messages_path = f"$.checkpoint.channel_values.{self.fields.messages}"
         self._indexes: dict[str, str] = {}
 
+    @property
+    def history_fields(self) -> tuple[tuple[str, str], ...]:
+        """What the search returns of each checkpoint document (search_json)."""
+        messages = self.messages_path
+        return (
+            ("checkpoint_ns", "$.checkpoint_ns"), ("checkpoint_id", "$.checkpoint_id"), ("ts", "$.checkpoint.ts"),
+            ("ids", f"{messages}[*].kwargs.id"),
+            # 1 for each lc envelope; a role/content dict gives its content, message_to_dict its data
+            ("shape", f'{messages}[*]["lc","content","data"]'),
+        )
+
     def index(self, client: redis.Redis, prefix: str) -> str:
         if prefix not in self._indexes:
             self._indexes[prefix] = index_name(client, prefix)
         return self._indexes[prefix]
 
     # -- what the subclasses say ---------------------------------------------------------
+
+    def newest_id(self, candidate: Candidate) -> str:
+        """The id of the newest root checkpoint, as the probe found it."""
+        return candidate.checkpoint_key.rsplit(":", 1)[-1]
 
     @abstractmethod
     def root_registries(self, candidate: Candidate, checkpoint_id: str) -> list[str]:
@@ -173,14 +199,18 @@ class IndexedLayout(Layout):
         registries = []
         for candidate in due:
             pipe.execute_command("JSON.GET", candidate.checkpoint_key)
-            names = self.root_registries(candidate, candidate.checkpoint_key.rsplit(":", 1)[-1])
+            names = self.root_registries(candidate, self.newest_id(candidate))
             registries.append(len(names))
             for name in names:
                 pipe.zrange(name, 0, -1)
         replies = iter(pipe.execute(raise_on_error=False))
-        found = search_threads(client, self.index(client, self.checkpoint), [c.thread_id for c in due])
+        # Every document of the thread but the newest root one, which is read whole.
+        queries = [
+            "%s -@checkpoint_id:{%s}" % (thread_query(c.thread_id), escape_tag(self.newest_id(c))) for c in due
+        ]
+        found = search_json(client, self.index(client, self.checkpoint), queries, self.history_fields, HISTORY_PAGE)
 
-        read: list[tuple[Candidate, Any, list[str], Found | None]] = []
+        read: list[tuple[Candidate, Any, list[str], JsonFound | None]] = []
         for candidate, count, documents in zip(due, registries, found):
             raw = next(replies)
             write_keys = []
@@ -207,7 +237,7 @@ class IndexedLayout(Layout):
             threads.append(thread)
         return threads
 
-    def _newest(self, candidate: Candidate, raw: Any, writes: list[tuple[str, Any]], documents: Found | None) -> Thread:
+    def _newest(self, candidate: Candidate, raw: Any, writes: list[tuple[str, Any]], documents: JsonFound | None) -> Thread:
         if isinstance(raw, Exception):
             raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({raw})")
         doc = parse_json(raw, "the checkpoint")
@@ -240,47 +270,48 @@ class IndexedLayout(Layout):
             suspicious=may_hold_nul(raw if isinstance(raw, bytes) else None) or pending.may_hold_nul,
         )
         thread.pending[""] = pending
-        for key, found in documents or []:  # None: the index cannot be asked; the newest state alone
-            if key != candidate.checkpoint_key and self.is_document(candidate.thread_id, key, found):
-                thread.documents.append(Document(key, root_ns(found.get("checkpoint_ns")), found.get("checkpoint_id", "")))
+        # For the delete guard: the newest document's messages, its input, and any message in
+        # its other channels.
+        thread.held.ids.update(m.message_id for m in state.messages if m.message_id)
+        thread.held.anonymous.update((m.role, m.content) for m in state.messages if not m.message_id)
+        held_in([m for k, m in checkpoint["channel_values"].items() if k != self.fields.messages], thread.held)
+        thread.read.add(candidate.checkpoint_key)
+        for key, values in documents or []:  # None: the index cannot be asked; the newest state alone
+            # The key names the thread exactly (the TAG query also matches other cases, and
+            # the values of a comma-separated thread id).
+            fields = {"checkpoint_ns": _only(values.get("checkpoint_ns")), "checkpoint_id": _only(values.get("checkpoint_id"))}
+            if key != candidate.checkpoint_key and self.is_document(candidate.thread_id, key, fields):
+                thread.documents.append(Document(key, root_ns(fields["checkpoint_ns"]), fields["checkpoint_id"], values))
         return thread
 
     def _read_history(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
-        """Round 2 and the part of 3 for documents whose ids do not line up: a snapshot of every
-        document of the thread, from its time, its message ids and its number of messages.
-        The pipelines go HISTORY_CHUNK documents at a time, and equal ids share one string,
-        so memory follows the distinct messages, not the documents."""
-        ids_path = f"{self.messages_path}[*].kwargs.id"
+        """A snapshot of every document of the thread from what the search returned of it (its
+        time and message ids), and for the rare one whose messages are not all LangChain
+        envelopes with ids, from its messages read whole, HISTORY_CHUNK documents a pipeline.
+        Equal ids share one string, so memory follows the distinct messages."""
         as_key = _Keys()
         whole: list[tuple[Thread, Document, datetime]] = []
-        documents = [(thread, document) for thread in threads for document in thread.documents]
-        for chunk in _chunks(documents, HISTORY_CHUNK):
-            pipe = client.pipeline(transaction=False)
-            for _, document in chunk:
-                pipe.execute_command("JSON.GET", document.key, "$.checkpoint.ts", ids_path)
-                pipe.execute_command("JSON.ARRLEN", document.key, self.messages_path)
-            replies = iter(pipe.execute(raise_on_error=False))
-            for thread, document in chunk:
-                paths, length = next(replies), next(replies)
+        for thread in threads:
+            for document in thread.documents:
+                found = document.found
                 try:
-                    values = json_paths(paths)
-                    if values is None:
-                        if isinstance(paths, Exception):
-                            raise MalformedCheckpoint(f"the checkpoint is not a JSON document ({paths})")
-                        continue  # expired since the search listed it
-                    stamps = values.get("$.checkpoint.ts") or []
-                    if not stamps:
+                    if not found.get("ts"):
                         raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
-                    time = parse_time(stamps[0])
+                    time = parse_time(found["ts"][0])
                 except (MalformedCheckpoint, ValueError) as exc:
                     broken.append(broken_with_value(client, document.key, str(exc), self.name))
                     continue
-                ids = values.get(ids_path) or []
-                count = length[0] if isinstance(length, list) and length and isinstance(length[0], int) else 0
-                if len(ids) == count and all(isinstance(i, str) and i for i in ids):
+                ids = found.get("ids", [])
+                # Every message of a LangGraph checkpoint is an lc envelope with an id; anything
+                # else (a role/content dict, message_to_dict's data) is read whole.
+                shape = found.get("shape", [])
+                aligned = len(ids) == len(shape) and all(v == 1 for v in shape)
+                if aligned and all(type(i) is str and i for i in ids):
+                    thread.held.ids.update(ids)  # for the delete guard, apart from the history
+                    thread.read.add(document.key)
                     thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, tuple(map(as_key.__getitem__, ids))))
                 else:
-                    whole.append((thread, document, time))  # a message without an id: read it whole
+                    whole.append((thread, document, time))
         for chunk in _chunks(whole, HISTORY_CHUNK):
             pipe = client.pipeline(transaction=False)
             for _, document, _ in chunk:
@@ -300,6 +331,8 @@ class IndexedLayout(Layout):
                 keys = tuple(message_keys(messages, f"{self.name}:{thread.candidate.thread_id}"))
                 thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
                 thread.suspicious = thread.suspicious or may_hold_nul(raw)
+                held_in(items, thread.held)
+                thread.read.add(document.key)
 
     def _read_subgraph_writes(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
         """The pending writes of each subgraph namespace's newest checkpoint, found through the
@@ -389,6 +422,8 @@ class IndexedLayout(Layout):
                     entries=entries,
                     guard=thread.guard,
                     scope=f"{self.name}:{thread.candidate.thread_id}",
+                    held=thread.held,
+                    read=frozenset(thread.read),
                 )
             )
         return conversations
@@ -420,35 +455,36 @@ class IndexedLayout(Layout):
         return [results.get(n, 0) != 0 for n in range(len(conversations))]
 
     def held(self, client: redis.Redis, items: list[tuple[Conversation, Found, Found]]) -> list[Held]:
-        """What the keys about to be deleted hold, read from them again and independently of
-        the history: the ids of every message in every checkpoint document (any list in the
-        state, any namespace), a run's inputs, and every message in the pending writes of each
-        namespace's newest checkpoint. HISTORY_CHUNK documents a pipeline."""
+        """What the keys about to be deleted hold, apart from the history: every message of the
+        newest root checkpoint (any channel), and the raw message ids of each document `load`
+        read, as it read them (a checkpoint document never changes once written); for any
+        other document, read now, the ids of every list of its state and its run's input
+        (GUARD_IDS, GUARD_INPUT); and every message in the pending writes of each namespace's
+        newest checkpoint, read now. HISTORY_CHUNK documents a pipeline."""
         asked: list[tuple[Held, str, bool]] = []  # (whose, key, a checkpoint document?)
         result = []
-        for _, documents, writes in items:
-            held = Held()
+        for conversation, documents, writes in items:
+            held = Held(set(conversation.held.ids), set(conversation.held.anonymous))
             result.append(held)
             newest: dict[str, str] = {}
             for _, f in documents:
                 ns = root_ns(f.get("checkpoint_ns"))
                 newest[ns] = max(newest.get(ns, ""), f.get("checkpoint_id", ""))
-            asked += [(held, key, True) for key, _ in documents]
+            # A checkpoint document never changes once written: one read while loading counts.
+            asked += [(held, key, True) for key, _ in documents if key not in conversation.read]
             asked += [(held, k, False) for k, f in writes if f.get("checkpoint_id", "") == newest.get(root_ns(f.get("checkpoint_ns")))]
         for chunk in _chunks(asked, HISTORY_CHUNK):
             pipe = client.pipeline(transaction=False)
             for _, key, is_document in chunk:
                 if is_document:
-                    pipe.execute_command("JSON.GET", key, GUARD_IDS, "$.checkpoint.channel_values.__start__")
+                    pipe.execute_command("JSON.GET", key, GUARD_IDS, GUARD_INPUT)
                 else:
                     pipe.execute_command("JSON.GET", key)
             for (held, key, is_document), reply in zip(chunk, pipe.execute(raise_on_error=False)):
                 if reply is None or isinstance(reply, Exception):
                     continue
                 if is_document:
-                    paths = json_paths(reply) or {}
-                    held.ids.update(i for i in paths.get(GUARD_IDS) or [] if isinstance(i, str))
-                    held_in(paths.get("$.checkpoint.channel_values.__start__"), held)
+                    _hold(json_paths(reply) or {}, held)
                     continue
                 try:
                     value, _ = decode_value(parse_json(reply, f"pending write {key}"), key)
@@ -456,6 +492,12 @@ class IndexedLayout(Layout):
                     continue  # not readable as data (pickle, bytes): no message the archive could hold
                 held_in(value, held)
         return result
+
+
+def _hold(paths: dict[str, list[Any]], held: Held) -> None:
+    """Count in what a document's GUARD_IDS and GUARD_INPUT paths hold."""
+    held.ids.update(i for i in paths.get(GUARD_IDS) or [] if isinstance(i, str))
+    held_in(paths.get(GUARD_INPUT), held)
 
 
 def listed(conversation: Conversation, documents: Found | None, writes: Found | None) -> bool:
@@ -509,6 +551,11 @@ class _Keys(dict[str, str]):
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _only(matches: list[Any] | None) -> str:
+    """The one match of a path that names a string field, as text ("" when there is none)."""
+    return matches[0] if matches and isinstance(matches[0], str) else ""
 
 
 def _runs(indexes: list[int]) -> list[tuple[int, int]]:

@@ -152,6 +152,61 @@ def search_many(client: redis.Redis, index: str, queries: list[str], fields: tup
     return results
 
 
+JsonFound = list[tuple[str, dict[str, list[Any]]]]  # (key, {name: the matches of its path})
+
+
+def search_json(
+    client: redis.Redis, index: str, queries: list[str], returns: tuple[tuple[str, str], ...], page: int
+) -> list[JsonFound | None]:
+    """What each FT.SEARCH query matches, with the matches of each (name, JSONPath) of `returns`
+    as lists (DIALECT 3 answers every match, not only the first), `page` documents a command:
+    a checkpoint's message ids come with the search that lists it, not one command each. None
+    for a query the index refuses (see search_many). First pages in one pipeline."""
+    shape = ["RETURN", 3 * len(returns), *(part for name, path in returns for part in (path, "AS", name))]
+
+    def ask(target: Any, query: str, offset: int) -> Any:
+        return target.execute_command("FT.SEARCH", index, query, *shape, "LIMIT", offset, page, "DIALECT", 3)
+
+    pipe = client.pipeline(transaction=False)
+    for query in queries:
+        ask(pipe, query, 0)
+    results: list[JsonFound | None] = []
+    for query, reply in zip(queries, pipe.execute(raise_on_error=False)):
+        if isinstance(reply, redis.ResponseError):
+            if "no such index" in str(reply).lower():
+                raise ArchiverError(
+                    f"Redis has no search index {index!r}, which langgraph-checkpoint-redis creates in its "
+                    "setup(); check REDIS_URL and the ARCHIVER key prefixes."
+                ) from None
+            results.append(None)
+            continue
+        total, found = _json_page(reply)
+        offset = page
+        while offset < total:
+            total, more = _json_page(ask(client, query, offset))
+            found += more
+            offset += page
+            if not more:
+                break
+        results.append(found)
+    return results
+
+
+def _json_page(reply: Any) -> tuple[int, JsonFound]:
+    total, found = _search_page(reply)
+    parsed: JsonFound = []
+    for key, fields in found:
+        values: dict[str, list[Any]] = {}
+        for name, text in fields.items():
+            try:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                value = None
+            values[name] = value if isinstance(value, list) else []
+        parsed.append((key, values))
+    return total, parsed
+
+
 # What the layouts ask the search index about each document: whose it is, where and how new.
 DOCUMENT_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id")
 
