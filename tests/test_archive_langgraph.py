@@ -359,3 +359,30 @@ def test_a_write_registered_between_the_search_and_the_delete_keeps_the_thread(s
     assert (second.archived, second.messages) == (1, 1)
     assert archived(THREAD)[-1]["id"] == "late-1"
     assert remaining_keys(stack_redis) == []
+
+
+def test_a_subgraph_checkpoint_written_during_the_run_defers_the_thread(stack_redis, monkeypatch):
+    """A checkpoint of any namespace that appears between the read and the delete means the bot
+    is at work on the thread: its keys stay for the next run (deferred, not an error)."""
+    from conversations import storage
+
+    url = stack_url(stack_redis)
+    expected = lgwriter.write_conversation(url, THREAD, ["hola"], subgraph=True)
+    subgraph_doc = next(k for k in stack_redis.scan_iter(match=f"checkpoint:{THREAD}:review:*", count=1000))
+    real_write = storage.write_conversations
+
+    def bot_writes_a_subgraph_checkpoint_meanwhile(conversations, now):
+        written = real_write(conversations, now)
+        doc = json.loads(stack_redis.execute_command("JSON.GET", subgraph_doc))
+        doc["checkpoint_id"] = doc["checkpoint"]["id"] = doc["checkpoint_id"][:-4] + "ffff"
+        stack_redis.execute_command("JSON.SET", subgraph_doc.decode().rsplit(":", 1)[0] + ":" + doc["checkpoint_id"], "$", json.dumps(doc))
+        return written
+
+    monkeypatch.setattr(storage, "write_conversations", bot_writes_a_subgraph_checkpoint_meanwhile)
+    first = archive()
+    monkeypatch.undo()
+    assert (first.archived, first.deferred, first.errors) == (0, 1, 0)
+
+    second = archive()
+    assert (second.archived, second.errors) == (1, 0)
+    assert archived(THREAD) == expected and remaining_keys(stack_redis) == []

@@ -74,9 +74,10 @@ class Conversation:
     guard: Guard
     scope: str  # keeps id-less messages of different threads apart
     # For the delete guard: the messages of the documents `load` read, by other paths than
-    # the history's, and which documents those are.
+    # the history's, and which documents those are; and every document it found.
     held: Held = field(default_factory=Held)
     read: frozenset[str] = frozenset()
+    found: frozenset[str] | None = None  # None: not tracked (the plain layout)
 
     @property
     def messages(self) -> list[Message]:

@@ -123,6 +123,7 @@ class Thread:
     # For the delete guard, read apart from the history: what the documents read here hold.
     held: Held = field(default_factory=Held)
     read: set[str] = field(default_factory=set)  # the documents whose messages `held` counts
+    listed: set[str] = field(default_factory=set)  # every document the search listed, and the newest
 
 
 class IndexedLayout(Layout):
@@ -276,6 +277,7 @@ class IndexedLayout(Layout):
         thread.held.anonymous.update((m.role, m.content) for m in state.messages if not m.message_id)
         held_in([m for k, m in checkpoint["channel_values"].items() if k != self.fields.messages], thread.held)
         thread.read.add(candidate.checkpoint_key)
+        thread.listed = {candidate.checkpoint_key, *(key for key, _ in documents or [])}
         for key, values in documents or []:  # None: the index cannot be asked; the newest state alone
             # The key names the thread exactly (the TAG query also matches other cases, and
             # the values of a comma-separated thread id).
@@ -424,6 +426,7 @@ class IndexedLayout(Layout):
                     scope=f"{self.name}:{thread.candidate.thread_id}",
                     held=thread.held,
                     read=frozenset(thread.read),
+                    found=frozenset(thread.listed),
                 )
             )
         return conversations
@@ -439,7 +442,11 @@ class IndexedLayout(Layout):
         writes = search_threads(client, self.index(client, self.write), threads)
         chosen: list[tuple[int, list[str], Found, Found]] = []
         for n, (conversation, found, written) in enumerate(zip(conversations, documents, writes)):
-            if not listed(conversation, found, written) or self.written_since_read(conversation, found or [], written or []):
+            if (
+                not listed(conversation, found, written)
+                or _new_documents(conversation, found or [])
+                or self.written_since_read(conversation, found or [], written or [])
+            ):
                 continue
             chosen.append((n, self.thread_keys(conversation, [k for k, _ in found or []], [k for k, _ in written or []]), found or [], written or []))
         if check is not None and chosen:
@@ -498,6 +505,12 @@ def _hold(paths: dict[str, list[Any]], held: Held) -> None:
     """Count in what a document's GUARD_IDS and GUARD_INPUT paths hold."""
     held.ids.update(i for i in paths.get(GUARD_IDS) or [] if isinstance(i, str))
     held_in(paths.get(GUARD_INPUT), held)
+
+
+def _new_documents(conversation: Conversation, documents: Found) -> bool:
+    """Whether the bot wrote a checkpoint (any namespace) after `load` listed the thread's:
+    then the thread is being written to, and stays for the next run."""
+    return conversation.found is not None and any(key not in conversation.found for key, _ in documents)
 
 
 def listed(conversation: Conversation, documents: Found | None, writes: Found | None) -> bool:
