@@ -4,14 +4,18 @@
     python bench/archive_benchmark.py --messages 400000
     python bench/archive_benchmark.py --memory 100000,1000000
     python bench/archive_benchmark.py --messages 2000 --naive-sample 200   (CI: keeps it working)
+    python bench/archive_benchmark.py --messages 500 --turns 200 --naive-sample 0   (long conversations)
 
 For each backlog size it:
 1. seeds conversations of 5 to 50 messages (realistic lengths, some non-ASCII) into a Redis
    with the JSON and search modules: half as langgraph-checkpoint-redis checkpoints (a
    chain of checkpoints per thread, one per turn, each holding the messages so far, with a
    latest pointer, as RedisSaver writes them), half as the operations guide's plain strings;
+   with --turns, --messages conversations of that many turns, three checkpoints a turn;
 2. measures the limit: pipelined reads of the same documents (SCAN + GET / JSON.GET, 200 a
    pipeline), plus COPY of the same rows into a table with conversation_history's indexes;
+   and the limit with history: that plus the message ids of every older checkpoint, the
+   least the whole conversation takes to read;
 3. runs the real `manage.py archive_checkpoints` as its own process: wall time, messages per
    second, peak RSS (from wait4), then checks that every message arrived and no key is left;
 4. measures a naive worker on a sample: one ORM save() per message and one transaction
@@ -153,6 +157,45 @@ def seed(client: redis.Redis, messages_wanted: int, rng: random.Random) -> tuple
     return conversations, total, rows
 
 
+def seed_long(client: redis.Redis, conversations: int, turns: int, rng: random.Random) -> tuple[int, int, list[tuple[Any, ...]]]:
+    """`conversations` RedisSaver threads of `turns` turns each, written as LangGraph writes a
+    turn: an input checkpoint (the user's text, without an id, under __start__), then one
+    after the user's message is applied, then one after the bot's answer: three checkpoints
+    per turn, every one of them holding the whole conversation so far."""
+    now = datetime.now(timezone.utc)
+    rows: list[tuple[Any, ...]] = []
+    total = 0
+    pipe = client.pipeline(transaction=False)
+    for n in range(conversations):
+        messages = conversation(rng, 2 * turns)
+        customer = f"cust-{rng.randint(1, 50_000)}"
+        start = now - timedelta(hours=30)
+        thread = f"wa:long:{n}"
+        parent = ""
+        step = 0
+        for turn in range(turns):
+            for held, pending in ((2 * turn, True), (2 * turn + 1, False), (2 * turn + 2, False)):
+                step += 1
+                ts = start + timedelta(seconds=step)
+                cid = checkpoint_id(ts, rng)
+                doc = checkpoint(thread, cid, parent, ts, messages[:held], customer)
+                if pending:
+                    human = {**messages[held], "kwargs": {k: v for k, v in messages[held]["kwargs"].items() if k != "id"}}
+                    doc["checkpoint"]["channel_values"]["__start__"] = {"messages": [human]}
+                    doc["checkpoint"]["channel_versions"]["__start__"] = f"{step:032d}.0.1"
+                pipe.execute_command("JSON.SET", f"checkpoint:{thread}:__empty__:{cid}", "$", json.dumps(doc, ensure_ascii=False))
+                parent = cid
+                if len(pipe) >= 200:
+                    pipe.execute()
+        pipe.set(f"checkpoint_latest:{thread}:__empty__", f"checkpoint:{thread}:__empty__:{parent}")
+        for position, message in enumerate(messages):
+            kwargs = message["kwargs"]
+            rows.append((thread, customer, start, kwargs["type"], kwargs["content"], kwargs["id"], position, "id:" + kwargs["id"], thread, now))
+        total += len(messages)
+    pipe.execute()
+    return conversations, total, rows
+
+
 def ensure_index(client: redis.Redis) -> None:
     """The search indexes RedisSaver.setup() creates, which the archiver's delete uses."""
     existing = {i.decode() for i in client.execute_command("FT._LIST")}
@@ -197,6 +240,32 @@ def limit_read(client: redis.Redis) -> float:
     return time.perf_counter() - began
 
 
+def limit_history_read(client: redis.Redis) -> float:
+    """What reading the whole conversation adds, at the least: the time and message ids of
+    every checkpoint of each saver thread other than its newest (RedisJSON paths), 200 a pipeline."""
+    began = time.perf_counter()
+    newest = set()
+    for i, pointer in enumerate(client.scan_iter(match="checkpoint_latest:*", count=1000)):
+        newest.add(client.get(pointer))
+    batch: list[bytes] = []
+    for key in client.scan_iter(match="checkpoint:*", count=1000):
+        if key in newest:
+            continue
+        batch.append(key)
+        if len(batch) >= PIPELINE:
+            _read_ids(client, batch)
+            batch = []
+    _read_ids(client, batch)
+    return time.perf_counter() - began
+
+
+def _read_ids(client: redis.Redis, keys: list[bytes]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", "$.checkpoint.channel_values.messages[*].kwargs.id")
+    pipe.execute()
+
+
 def limit_copy(rows: list[tuple[Any, ...]]) -> float:
     with psycopg.connect(database_url(), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS limit_copy")
@@ -204,10 +273,10 @@ def limit_copy(rows: list[tuple[Any, ...]]) -> float:
         began = time.perf_counter()
         with conn.cursor() as cur, cur.copy(
             "COPY limit_copy (conversation_id, customer_id, timestamp, role, content, message_id, position, message_key, thread_id, archived_at, "
-            "source, checkpoint_ns, checkpoint_id, metadata) FROM STDIN"
+            "source, checkpoint_ns, checkpoint_id, metadata, fingerprint) FROM STDIN"
         ) as copy:
             for r in rows:
-                copy.write_row((*r, "plain", "", "", "{}"))
+                copy.write_row((*r, "plain", "", "", "{}", "0" * 40))  # a fingerprint as wide as the archiver's
         elapsed = time.perf_counter() - began
         conn.execute("DROP TABLE limit_copy")
     return elapsed
@@ -294,18 +363,22 @@ def count_rows() -> int:
         return conn.execute("SELECT COUNT(*) FROM conversation_history").fetchone()[0]
 
 
-def measure(size: int, naive_sample: int, seed_value: int, health: Path) -> dict[str, Any]:
+def measure(size: int, naive_sample: int, seed_value: int, health: Path, turns: int = 0) -> dict[str, Any]:
+    """One backlog: `size` messages of mixed conversations, or, with `turns`, `size`
+    conversations of that many turns each (seed_long)."""
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     ensure_index(client)
     fresh_database()
     rng = random.Random(seed_value)
     began = time.perf_counter()
-    conversations, messages, rows = seed(client, size, rng)
+    conversations, messages, rows = seed_long(client, size, turns, rng) if turns else seed(client, size, rng)
     seeding = time.perf_counter() - began
     used = client.info("memory")["used_memory"] // 2**20
+    checkpoints = sum(1 for _ in client.scan_iter(match="checkpoint:*", count=1000))
 
     read_s = limit_read(client)
+    history_s = limit_history_read(client)
     copy_s = limit_copy(rows)
     del rows
     archive_s, rss_mb, summary = run_measured([sys.executable, "manage.py", "archive_checkpoints"], django_env(health))
@@ -317,17 +390,22 @@ def measure(size: int, naive_sample: int, seed_value: int, health: Path) -> dict
     result: dict[str, Any] = {
         "backlog_messages": messages,
         "conversations": conversations,
+        "turns": turns or None,
+        "saver_checkpoints": checkpoints,
         "redis_used_mb": used,
         "seed_s": round(seeding, 2),
         "limit_read_s": round(read_s, 3),
+        "limit_history_read_s": round(history_s, 3),
         "limit_copy_s": round(copy_s, 3),
         "limit_msgs_per_s": round(messages / (read_s + copy_s)),
+        "limit_with_history_msgs_per_s": round(messages / (read_s + history_s + copy_s)),
         "archive_s": round(archive_s, 3),
         "archive_msgs_per_s": round(messages / archive_s),
         "archive_peak_rss_mb": rss_mb,
         "archive_summary": summary,
     }
     result["ratio_to_limit"] = round(result["archive_msgs_per_s"] / result["limit_msgs_per_s"], 3)
+    result["ratio_to_limit_with_history"] = round(result["archive_msgs_per_s"] / result["limit_with_history_msgs_per_s"], 3)
 
     if naive_sample:
         client.flushdb()
@@ -371,7 +449,8 @@ def machine() -> dict[str, Any]:
 def print_table(results: list[dict[str, Any]]) -> None:
     columns = [
         ("backlog_messages", "messages"), ("conversations", "convs"), ("limit_msgs_per_s", "limit msg/s"),
-        ("archive_msgs_per_s", "archiver msg/s"), ("ratio_to_limit", "ratio"), ("archive_peak_rss_mb", "peak RSS MB"),
+        ("limit_with_history_msgs_per_s", "+history msg/s"), ("archive_msgs_per_s", "archiver msg/s"),
+        ("ratio_to_limit", "ratio"), ("ratio_to_limit_with_history", "ratio +hist"), ("archive_peak_rss_mb", "peak RSS MB"),
         ("archive_s", "archive s"), ("naive_msgs_per_s", "naive msg/s"),
     ]
     print(" | ".join(f"{title:>14}" for _, title in columns))
@@ -384,6 +463,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400_000, help="backlog size in messages (default 400000)")
     parser.add_argument("--memory", default="", help="comma-separated backlog sizes to compare peak RSS across (e.g. 100000,1000000)")
     parser.add_argument("--naive-sample", type=int, default=20_000, help="messages for the naive worker (0 to skip)")
+    parser.add_argument("--turns", type=int, default=0,
+                        help="seed --messages conversations of this many turns each instead (three checkpoints a turn)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "archive.json")
     parser.add_argument("--naive-worker", action="store_true", help=argparse.SUPPRESS)
@@ -396,7 +477,7 @@ def main() -> None:
     results = []
     with redis_server(REDIS_PORT):
         for size in sizes:
-            results.append(measure(size, args.naive_sample if len(results) == 0 else 0, args.seed, health))
+            results.append(measure(size, args.naive_sample if len(results) == 0 else 0, args.seed, health, args.turns))
             print(json.dumps(results[-1]), flush=True)
         described = machine()
     report = {
