@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import redis
 
 from conversations import conf
@@ -78,9 +79,11 @@ EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespa
 UNLINK_CHUNK = 500
 # Documents asked about in one pipeline while a batch's histories are read (bounds memory).
 HISTORY_CHUNK = 500
-# Documents (with their message ids) one FT.SEARCH command returns: a long thread's history
-# comes in several commands, none of them long.
-HISTORY_PAGE = 100
+# Documents one FT.SEARCH command lists (with their namespace, id and time).
+HISTORY_PAGE = 500
+# Documents one JSON.MGET asks for their message ids: no command long, even for documents of
+# hundreds of messages.
+MGET_CHUNK = 20
 WRITE_FIELDS = ("thread_id", "checkpoint_ns", "checkpoint_id", "channel")
 # What the delete guard reads of a checkpoint document `load` did not read: the id of every
 # message in any of the state's lists, not only the messages channel (a recursive `..` path
@@ -142,13 +145,7 @@ class IndexedLayout(Layout):
     @property
     def history_fields(self) -> tuple[tuple[str, str], ...]:
         """What the search returns of each checkpoint document (search_json)."""
-        messages = self.messages_path
-        return (
-            ("checkpoint_ns", "$.checkpoint_ns"), ("checkpoint_id", "$.checkpoint_id"), ("ts", "$.checkpoint.ts"),
-            ("ids", f"{messages}[*].kwargs.id"),
-            # 1 for each lc envelope; a role/content dict gives its content, message_to_dict its data
-            ("shape", f'{messages}[*]["lc","content","data"]'),
-        )
+        return (("checkpoint_ns", "$.checkpoint_ns"), ("checkpoint_id", "$.checkpoint_id"), ("ts", "$.checkpoint.ts"))
 
     def index(self, client: redis.Redis, prefix: str) -> str:
         if prefix not in self._indexes:
@@ -293,27 +290,42 @@ class IndexedLayout(Layout):
         Equal ids share one string, so memory follows the distinct messages."""
         as_key = _Keys()
         whole: list[tuple[Thread, Document, datetime]] = []
+        dated: list[tuple[Thread, Document, datetime]] = []
         for thread in threads:
             for document in thread.documents:
-                found = document.found
                 try:
-                    if not found.get("ts"):
+                    if not document.found.get("ts"):
                         raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
-                    time = parse_time(found["ts"][0])
+                    dated.append((thread, document, parse_time(document.found["ts"][0])))
                 except (MalformedCheckpoint, ValueError) as exc:
                     broken.append(broken_with_value(client, document.key, str(exc), self.name))
-                    continue
-                ids = found.get("ids", [])
-                # Every message of a LangGraph checkpoint is an lc envelope with an id; anything
-                # else (a role/content dict, message_to_dict's data) is read whole.
-                shape = found.get("shape", [])
-                aligned = len(ids) == len(shape) and all(v == 1 for v in shape)
-                if aligned and all(type(i) is str and i for i in ids):
-                    thread.held.ids.update(ids)  # for the delete guard, apart from the history
-                    thread.read.add(document.key)
-                    thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, tuple(map(as_key.__getitem__, ids))))
-                else:
-                    whole.append((thread, document, time))
+        # The message ids of MGET_CHUNK documents a JSON.MGET, and each one's number of messages.
+        ids_path = f"{self.messages_path}[*].kwargs.id"
+        for chunk in _chunks(dated, HISTORY_CHUNK):
+            pipe = client.pipeline(transaction=False)
+            parts = _chunks(chunk, MGET_CHUNK)
+            for part in parts:
+                pipe.execute_command("JSON.MGET", *(document.key for _, document, _ in part), ids_path)
+                for _, document, _ in part:
+                    pipe.execute_command("JSON.ARRLEN", document.key, self.messages_path)
+            replies = iter(pipe.execute(raise_on_error=False))
+            for part in parts:
+                id_lists = next(replies)
+                lengths = [next(replies) for _ in part]
+                for n, (thread, document, time) in enumerate(part):
+                    ids, length = _mget(id_lists, n), lengths[n]
+                    if ids is None:
+                        continue  # expired since the search listed it (the guard reads what is left)
+                    count = length[0] if isinstance(length, list) and length and isinstance(length[0], int) else 0
+                    keys = as_key.of(ids)
+                    # Every message of a LangGraph checkpoint is an lc envelope with an id;
+                    # a document with anything else is read whole.
+                    if keys is not None and len(keys) == count:
+                        thread.held.ids.update(ids)  # for the delete guard, apart from the history
+                        thread.read.add(document.key)
+                        thread.snapshots.append(Snapshot(document.key, document.ns, document.checkpoint_id, time, keys))
+                    else:
+                        whole.append((thread, document, time))
         for chunk in _chunks(whole, HISTORY_CHUNK):
             pipe = client.pipeline(transaction=False)
             for _, document, _ in chunk:
@@ -560,6 +572,22 @@ class _Keys(dict[str, str]):
     def __missing__(self, message_id: str) -> str:
         key = self[message_id] = "id:" + message_id
         return key
+
+    def of(self, ids: list[Any]) -> tuple[str, ...] | None:
+        """The identities of a document's message ids, as soon as a search page is parsed; None
+        when one of them is not a non-empty string (the document is then read whole)."""
+        if not all(type(i) is str and i for i in ids):
+            return None
+        return tuple(map(self.__getitem__, ids))
+
+
+def _mget(reply: Any, n: int) -> list[Any] | None:
+    """The matches of a JSON.MGET's path in its `n`-th key; None for a key that is gone (and
+    for every key if the command failed)."""
+    if not isinstance(reply, list) or reply[n] is None:
+        return None
+    matches = orjson.loads(reply[n])
+    return matches if isinstance(matches, list) else None
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

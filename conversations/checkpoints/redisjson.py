@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -156,12 +157,19 @@ JsonFound = list[tuple[str, dict[str, list[Any]]]]  # (key, {name: the matches o
 
 
 def search_json(
-    client: redis.Redis, index: str, queries: list[str], returns: tuple[tuple[str, str], ...], page: int
+    client: redis.Redis,
+    index: str,
+    queries: list[str],
+    returns: tuple[tuple[str, str], ...],
+    page: int,
+    convert: dict[str, Callable[[list[Any]], Any]] | None = None,
 ) -> list[JsonFound | None]:
     """What each FT.SEARCH query matches, with the matches of each (name, JSONPath) of `returns`
     as lists (DIALECT 3 answers every match, not only the first), `page` documents a command:
     a checkpoint's message ids come with the search that lists it, not one command each. None
-    for a query the index refuses (see search_many). First pages in one pipeline."""
+    for a query the index refuses (see search_many). First pages in one pipeline. `convert`
+    turns a field's matches into what is kept, page by page (so a batch's many message ids
+    need not all be held as parsed)."""
     shape = ["RETURN", 3 * len(returns), *(part for name, path in returns for part in (path, "AS", name))]
 
     def ask(target: Any, query: str, offset: int) -> Any:
@@ -180,10 +188,10 @@ def search_json(
                 ) from None
             results.append(None)
             continue
-        total, found = _json_page(reply)
+        total, found = _json_page(reply, convert or {})
         offset = page
         while offset < total:
-            total, more = _json_page(ask(client, query, offset))
+            total, more = _json_page(ask(client, query, offset), convert or {})
             found += more
             offset += page
             if not more:
@@ -192,17 +200,18 @@ def search_json(
     return results
 
 
-def _json_page(reply: Any) -> tuple[int, JsonFound]:
+def _json_page(reply: Any, convert: dict[str, Callable[[list[Any]], Any]]) -> tuple[int, JsonFound]:
     total, found = _search_page(reply)
     parsed: JsonFound = []
     for key, fields in found:
-        values: dict[str, list[Any]] = {}
+        values: dict[str, Any] = {}
         for name, text in fields.items():
             try:
                 value = orjson.loads(text)
             except orjson.JSONDecodeError:
                 value = None
-            values[name] = value if isinstance(value, list) else []
+            value = value if isinstance(value, list) else []
+            values[name] = convert[name](value) if name in convert else value
         parsed.append((key, values))
     return total, parsed
 
