@@ -63,13 +63,15 @@ def seed_database(rows: int) -> float:
         conn.execute(
             """
             INSERT INTO conversation_history (conversation_id, customer_id, timestamp, role, content, position,
-                message_id, message_key, metadata, source, thread_id, checkpoint_ns, checkpoint_id, archived_at)
+                message_id, message_key, metadata, source, thread_id, checkpoint_ns, checkpoint_id, archived_at,
+                fingerprint)
             SELECT 'conv-' || (g / 20), 'cust-' || ((g / 20) %% 50000),
                    now() - interval '365 days' * (1 - g::float8 / %(n)s),
                    CASE WHEN g %% 2 = 0 THEN 'human' ELSE 'ai' END,
                    'Mensaje ' || g || ': ' || repeat(md5(g::text) || ' pedido envío ', 1 + g %% 6),
                    g %% 20, 'm-' || g, 'id:m-' || g, '{}'::jsonb, 'redis', 'conv-' || (g / 20), '', 'c',
-                   now() - interval '365 days' * (1 - g::float8 / %(n)s)
+                   now() - interval '365 days' * (1 - g::float8 / %(n)s),
+                   left(md5(g::text) || md5(g::text), 40)  -- as wide as the archiver's
             FROM generate_series(0, %(last)s) AS g
             """,
             {"n": rows, "last": rows - 1},
