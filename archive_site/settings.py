@@ -92,13 +92,16 @@ ARCHIVER = {
     "REDIS_URL": REDIS_URL,
     "HEALTH_FILE": os.environ.get("ARCHIVER_HEALTH_FILE", "/tmp/archiver_health.json"),
     "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23),
-    "TTL_BUFFER_MINUTES": env_int("ARCHIVER_TTL_BUFFER_MINUTES", 60),
+    "MIRROR_LIVE": env_bool("ARCHIVER_MIRROR_LIVE", True),
     "BATCH_SIZE": env_int("ARCHIVER_BATCH_SIZE", 200),
     "WRITERS": env_int("ARCHIVER_WRITERS", 2),
     "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2),
     "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5),
     "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6),
 }
+# Unset, the TTL buffer follows the schedule and the run records (conversations/conf.py).
+if os.environ.get("ARCHIVER_TTL_BUFFER_MINUTES", "").strip():
+    ARCHIVER["TTL_BUFFER_MINUTES"] = env_int("ARCHIVER_TTL_BUFFER_MINUTES", 0)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {

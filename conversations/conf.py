@@ -16,8 +16,14 @@ DEFAULTS: dict[str, Any] = {
     "REDIS_URL": "redis://localhost:6379/0",
     # Archive a conversation once its newest checkpoint is this old ...
     "CUTOFF_HOURS": 23,
-    # ... or once its keys have less than this left to live, whichever comes first.
-    "TTL_BUFFER_MINUTES": 60,
+    # ... or once its keys have less than this left to live, whichever comes first. None: what
+    # the keys need to outlive the next run, one schedule interval + the longest of the recent
+    # runs + TTL_MARGIN_MINUTES (archiving.required_buffer); a value set lower is refused.
+    "TTL_BUFFER_MINUTES": None,
+    "TTL_MARGIN_MINUTES": 10,
+    # Each run also copies the new messages of every conversation not yet due (the live
+    # mirror), deleting nothing; its keys are deleted when it is due, as without the mirror.
+    "MIRROR_LIVE": True,
     # Conversations read, written and deleted together; bounds memory.
     "BATCH_SIZE": 200,
     # Threads that store batches, each with its own database connection (PostgreSQL only;

@@ -114,6 +114,34 @@ class QuarantinedCheckpoint(models.Model):
         return self.key
 
 
+class LiveThread(models.Model):
+    """A conversation the live mirror copied while it is still in Redis: the version of its keys
+    it copied (the newest checkpoint, and the pending writes where the layout counts them), so a
+    run reads only the conversations that changed since. The row goes when the conversation is
+    archived (its keys deleted), or once its keys have expired."""
+
+    source = models.CharField(max_length=16)
+    key = models.TextField(help_text="The Redis key the scan finds the conversation by.")
+    conversation_id = models.TextField()
+    version = models.TextField()
+    since_position = models.IntegerField(
+        help_text="The first position of this life of the thread: rows from here on that the bot no longer has are marked removed."
+    )
+    mirrored_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="When its keys expire unless the bot writes again.")
+
+    class Meta:
+        db_table = "live_thread"
+        constraints = [models.UniqueConstraint(fields=["source", "key"], name="live_thread_once")]
+        indexes = [
+            models.Index(fields=["conversation_id"], name="live_thread_conversation"),
+            models.Index(fields=["expires_at"], name="live_thread_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id} (live, {self.source})"
+
+
 class ArchiveRun(models.Model):
     class Status(models.TextChoices):
         RUNNING = "running"
@@ -127,6 +155,8 @@ class ArchiveRun(models.Model):
     checkpoints_archived = models.IntegerField(default=0)
     messages_archived = models.IntegerField(default=0)
     deferred = models.IntegerField(default=0, help_text="Conversations written to during the run, kept for the next.")
+    mirrored = models.IntegerField(default=0, help_text="Live conversations whose new messages the run copied.")
+    mirrored_messages = models.IntegerField(default=0, help_text="Messages the live mirror added.")
     quarantined = models.IntegerField(default=0)
     errors = models.IntegerField(default=0)
     error_messages = models.TextField(blank=True)
