@@ -11,6 +11,11 @@ Safety design:
 - A value that cannot be read safely is copied into the quarantine table and left in Redis.
 - Runs exclude each other with a lock in Redis that expires unless renewed, so a killed
   run does not block the next one for longer than the lock's timeout.
+
+The live mirror: the same run copies the new messages of every conversation not yet due,
+and deletes nothing of them. A watermark per conversation (LiveThread: the version of its
+keys the mirror copied) makes a run read only the conversations the bot wrote to since;
+writing is the archive's own, so a message mirrored while live is never stored twice.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Options:
     ttl_buffer: timedelta
     batch_size: int
     dry_run: bool = False
+    mirror: bool = False
 
 
 @dataclass
@@ -64,6 +70,9 @@ class RunReport:
     quarantined: int = 0
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
+    mirror: bool = False
+    mirrored: int = 0  # live conversations whose new messages were copied
+    mirrored_messages: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -86,19 +95,26 @@ class RunReport:
         self.messages += other.messages
         self.deferred += other.deferred
         self.quarantined += other.quarantined
+        self.mirrored += other.mirrored
+        self.mirrored_messages += other.mirrored_messages
         self.errors += other.errors
         self.error_messages += other.error_messages[: MAX_RECORDED_ERRORS - len(self.error_messages)]
 
     def summary(self) -> str:
         if self.dry_run:
             return (
-                f"Dry run: would archive {self.found} conversations ({self.messages} messages); "
+                f"Dry run: would archive {self.found} conversations ({self.messages} messages){self._mirror_part('would mirror')}; "
                 f"{self.quarantined} unreadable; nothing was written or deleted."
             )
         return (
-            f"Archived {self.archived} conversations ({self.messages} messages) in {self.duration:.2f}s; "
-            f"{self.deferred} deferred, {self.quarantined} quarantined, {self.errors} errors."
+            f"Archived {self.archived} conversations ({self.messages} messages){self._mirror_part('mirrored')} "
+            f"in {self.duration:.2f}s; {self.deferred} deferred, {self.quarantined} quarantined, {self.errors} errors."
         )
+
+    def _mirror_part(self, verb: str) -> str:
+        if not self.mirror:
+            return ""
+        return f" and {verb} {self.mirrored} live conversations ({self.mirrored_messages} new messages)"
 
 
 def options(
@@ -108,13 +124,51 @@ def options(
     ttl_buffer_minutes: float | None = None,
     batch_size: int | None = None,
     dry_run: bool = False,
+    mirror: bool | None = None,
 ) -> Options:
+    if ttl_buffer_minutes is None:
+        ttl_buffer_minutes = conf.get("TTL_BUFFER_MINUTES")
     return Options(
         now=now or timezone.now(),
         cutoff=timedelta(hours=conf.get("CUTOFF_HOURS") if cutoff_hours is None else cutoff_hours),
-        ttl_buffer=timedelta(minutes=conf.get("TTL_BUFFER_MINUTES") if ttl_buffer_minutes is None else ttl_buffer_minutes),
+        ttl_buffer=required_buffer() if ttl_buffer_minutes is None else timedelta(minutes=ttl_buffer_minutes),
         batch_size=batch_size or conf.get("BATCH_SIZE"),
         dry_run=dry_run,
+        mirror=bool(conf.get("MIRROR_LIVE")) if mirror is None else mirror,
+    )
+
+
+# How many of the latest runs the TTL buffer allows for.
+RECENT_RUNS = 24
+
+
+def longest_recent_run() -> timedelta:
+    """The longest of the latest finished runs (none recorded, or no database: zero)."""
+    try:
+        runs = ArchiveRun.objects.filter(finished_at__isnull=False).order_by("-started_at")[:RECENT_RUNS]
+        return max((finished - started for started, finished in runs.values_list("started_at", "finished_at")), default=timedelta(0))
+    except DatabaseError as exc:
+        logger.warning("Cannot read the run records for the TTL buffer: %s", exc)
+        return timedelta(0)
+
+
+def required_buffer() -> timedelta:
+    """What a conversation's keys must have left to outlive the next run: one schedule interval,
+    the longest recent run, and a margin. A conversation with less left is due now."""
+    return timedelta(minutes=conf.get("SCHEDULE_MINUTES") + conf.get("TTL_MARGIN_MINUTES")) + longest_recent_run()
+
+
+def buffer_problem(minutes: float) -> str | None:
+    """Why a TTL buffer of `minutes` would let conversations expire between two runs, or None."""
+    required = required_buffer()
+    if timedelta(minutes=minutes) >= required:
+        return None
+    longest = longest_recent_run().total_seconds() / 60
+    return (
+        f"A TTL buffer of {minutes:g} minutes lets conversations expire between two runs: it must be at least "
+        f"{required.total_seconds() / 60:.1f} (the {conf.get('SCHEDULE_MINUTES')}-minute schedule + the longest recent "
+        f"run, {longest:.1f} + a {conf.get('TTL_MARGIN_MINUTES')}-minute margin). Raise it, or unset "
+        "ARCHIVER_TTL_BUFFER_MINUTES to have it derived."
     )
 
 
@@ -128,7 +182,7 @@ def is_due(candidate: Candidate, opts: Options) -> bool:
 def run_archive(opts: Options, progress: Callable[[str], None] | None = None) -> RunReport:
     """Archive every due conversation; always returns a report, and (unless dry) always
     records the run and writes the health file. Raises RunInProgress when another run holds the lock."""
-    report = RunReport(started_at=timezone.now(), dry_run=opts.dry_run)
+    report = RunReport(started_at=timezone.now(), dry_run=opts.dry_run, mirror=opts.mirror)
     logger.info("Starting conversation archival run at %s", timezone.localtime(report.started_at).isoformat(timespec="seconds"))
     run = None
     try:
@@ -145,6 +199,10 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
                         renew()
             finally:
                 writer.close()
+            if opts.mirror:
+                logger.info("Mirrored %d live conversations (%d new messages)", report.mirrored, report.mirrored_messages)
+            if not opts.dry_run:
+                _forget_expired(report)
     except RunInProgress:
         raise
     except ArchiverError as exc:  # Redis unreachable, or set up otherwise than expected
@@ -158,7 +216,10 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
     if not opts.dry_run:
         try:
             write_health(
-                health_document(report.started_at, report.healthy, report.archived, report.messages, report.errors)
+                health_document(
+                    report.started_at, report.healthy, report.archived, report.messages, report.errors,
+                    mirrored=report.mirrored, mirrored_messages=report.mirrored_messages,
+                )
             )
         except OSError as exc:
             logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
@@ -185,16 +246,26 @@ def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[lis
             yield batch
 
 
+def _forget_expired(report: RunReport) -> None:
+    try:
+        storage.with_retry(lambda: storage.forget_expired(timezone.now()), "forgetting expired live conversations")
+    except DatabaseError as exc:
+        logger.error("Cannot forget the live conversations that expired: %s", exc)
+        report.error(f"live conversations: {exc}")
+
+
 @dataclass
 class Batch:
-    """What one batch found in Redis: the due conversations, not read yet (a writer thread
-    reads them, so reading overlaps with storing), and the values the probe could not read."""
+    """What one batch found in Redis: the due conversations and (with the mirror) the live
+    ones, not read yet (a writer thread reads them, so reading overlaps with storing), and the
+    values the probe could not read."""
 
     layout: Layout
     keys: int
     due: list[Candidate]
     broken: list[Broken]
     began: float
+    live: list[Candidate] = field(default_factory=list)
 
 
 def read_batch(
@@ -210,20 +281,32 @@ def read_batch(
     began = time.monotonic()
     with redis_errors():
         candidates, broken = layout.probe(client, keys)
-    due = [c for c in candidates if is_due(c, opts)]
+    due, live = [], []
+    for candidate in candidates:
+        (due if is_due(candidate, opts) else live).append(candidate)
+    live = live if opts.mirror else []
     _mark(broken, layout)
     if not opts.dry_run:
         _found(report, len(due) + sum(1 for b in broken if b.counted))
-        return Batch(layout, len(keys), due, broken, began)
+        return Batch(layout, len(keys), due, broken, began, live)
 
+    live = changed(live, _live_threads(layout, live))
     with redis_errors():
-        conversations, unreadable = layout.load(client, due) if due else ([], [])
+        conversations, unreadable = layout.load(client, due + live) if due or live else ([], [])
     _mark(unreadable, layout)
     broken += unreadable
-    _found(report, len(conversations) + sum(1 for b in broken if b.counted))
-    report.messages += sum(len(c.messages) for c in conversations)
+    mirroring = {c.key for c in live}
+    archiving = [c for c in conversations if c.candidate.key not in mirroring]
+    mirrored = [c for c in conversations if c.candidate.key in mirroring]
+    _found(report, len(archiving) + sum(1 for b in broken if b.counted))
+    report.messages += sum(len(c.messages) for c in archiving)
     report.quarantined += sum(1 for b in broken if b.counted)
-    for c in conversations:
+    if mirrored:
+        new = storage.count_new(mirrored)
+        report.mirrored += len(mirrored)
+        report.mirrored_messages += new
+        _say(progress, f"would mirror {len(mirrored)} live conversations: {new} new messages")
+    for c in archiving:
         _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
     for b in broken:
         if b.counted:
@@ -244,16 +327,44 @@ def _found(report: RunReport, found: int) -> None:
         logger.info("Found %d expired checkpoints to archive", found)
 
 
+def changed(live: list[Candidate], known: dict[str, storage.Mirrored]) -> list[Candidate]:
+    """The live conversations the bot wrote to since the mirror last copied them."""
+    return [c for c in live if c.key not in known or known[c.key].version != c.version]
+
+
+def _live_threads(layout: Layout, candidates: list[Candidate]) -> dict[str, storage.Mirrored]:
+    if not candidates:
+        return {}
+    keys = [c.key for c in candidates]
+    return storage.with_retry(lambda: storage.live_threads(layout.name, keys), "reading the live mirror's watermarks")
+
+
 def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
-    """Read the due conversations, quarantine what cannot be read, write, and only then delete
-    what was written, and what the delete guard finds committed."""
+    """Read the due conversations and the live ones that changed, quarantine what cannot be
+    read, write, and only then delete what was written of the due ones, and what the delete
+    guard finds committed."""
     layout = batch.layout
+    try:
+        known = _live_threads(layout, batch.due + batch.live)
+        live = changed(batch.live, known)
+    except DatabaseError as exc:  # the due ones are still tried (and fail or not, as they will)
+        logger.error("Cannot read the live mirror's watermarks; this batch mirrors nothing: %s", exc)
+        report.error(f"live mirror: {exc}")
+        known, live = {}, []
     with redis_errors():
-        conversations, unreadable = layout.load(client, batch.due) if batch.due else ([], [])
+        conversations, unreadable = layout.load(client, batch.due + live) if batch.due or live else ([], [])
     _mark(unreadable, layout)
     _quarantine(batch.broken + unreadable, opts, report)
     committed: dict[str, set[str]] = {}
-    written = _write(client, layout, conversations, opts, report, committed)
+    first: dict[str, int] = {}
+    mirroring = {c.key for c in live}
+    since = {key: mirrored.since for key, mirrored in known.items()}
+    written = _write(client, layout, conversations, opts, report, committed, Mirror(mirroring, since, first))
+    mirrored = [c for c in written if c.candidate.key in mirroring]
+    written = [c for c in written if c.candidate.key not in mirroring]
+    if mirrored:
+        report.mirrored += len(mirrored)
+        _live_record(lambda: storage.keep_live(layout.name, mirrored, first, known, opts.now), "recording the live mirror", report)
     archived = deferred = 0
     refused: dict[int, str] = {}
 
@@ -286,15 +397,29 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
             )
     report.archived += archived
     report.deferred += deferred
+    gone = [c.candidate.key for c, g in zip(written, removed) if g and c.candidate.key in known]
+    if gone:
+        _live_record(lambda: storage.forget_live(layout.name, gone), "recording archived conversations as no longer live", report)
     logger.info(
-        "Batch of %d keys (%s): %d archived, %d deferred, %d unreadable in %.2fs",
+        "Batch of %d keys (%s): %d archived, %d mirrored, %d deferred, %d unreadable in %.2fs",
         batch.keys,
         layout.name,
         archived,
+        len(mirrored),
         deferred,
         sum(1 for b in batch.broken + unreadable if b.counted),
         time.monotonic() - batch.began,
     )
+
+
+def _live_record(action: Callable[[], None], what: str, report: RunReport) -> None:
+    """Bookkeeping of the live mirror, after the rows committed: if it fails, nothing is lost
+    (the next run reads those conversations again and stores nothing twice); it is reported."""
+    try:
+        storage.with_retry(action, what)
+    except DatabaseError as exc:
+        logger.error("Database error while %s: %s", what, exc)
+        report.error(f"{what}: {exc}")
 
 
 class BatchWriter:
@@ -365,16 +490,30 @@ class BatchWriter:
             connection.close()  # this thread's own database connection
 
 
+@dataclass
+class Mirror:
+    """What `_write` needs for the live mirror: the keys of the conversations it mirrors (their
+    messages are counted apart), where each known thread's life starts, and (filled in) the first
+    position each conversation read has in the archive."""
+
+    keys: set[str] = field(default_factory=set)
+    since: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)
+
+
 def _write(
     client: redis.Redis, layout: Layout, conversations: list[Conversation], opts: Options, report: RunReport,
-    committed: dict[str, set[str]],
+    committed: dict[str, set[str]], mirror: Mirror | None = None,
 ) -> list[Conversation]:
     """Commit the batch's rows; return the conversations whose rows are stored, and put in
     `committed` the message keys each of them has in the archive."""
     if not conversations:
         return []
+    mirror = mirror or Mirror()
     try:
-        written = storage.with_retry(lambda: storage.write_conversations(conversations, opts.now), "archiving a batch")
+        written = storage.with_retry(
+            lambda: storage.write_conversations(conversations, opts.now, mirror.since), "archiving a batch"
+        )
     except ProgrammingError as exc:
         raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
     except (DatabaseError, *storage.UNSTORABLE) as exc:
@@ -383,10 +522,13 @@ def _write(
         # One conversation's rows broke the batch: write them one by one to find it.
         stored: list[Conversation] = []
         for conversation in conversations:
-            stored += _write(client, layout, [conversation], opts, report, committed)
+            stored += _write(client, layout, [conversation], opts, report, committed, mirror)
         return stored
-    report.messages += sum(written.added.values())
+    live = {c.conversation_id for c in conversations if c.candidate.key in mirror.keys}
+    report.messages += sum(n for cid, n in written.added.items() if cid not in live)
+    report.mirrored_messages += sum(n for cid, n in written.added.items() if cid in live)
     committed.update(written.keys)
+    mirror.first.update(written.first)
     return conversations
 
 
@@ -476,6 +618,8 @@ def _record_finish(run: ArchiveRun | None, report: RunReport) -> None:
         messages_archived=report.messages,
         deferred=report.deferred,
         quarantined=report.quarantined,
+        mirrored=report.mirrored,
+        mirrored_messages=report.mirrored_messages,
         errors=report.errors,
         error_messages="\n".join(report.error_messages),
     )

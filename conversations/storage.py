@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -27,7 +27,7 @@ from conversations import conf
 from conversations.checkpoints.base import Broken, Conversation, Held
 from conversations.checkpoints.history import Entry
 from conversations.checkpoints.messages import PROVISIONAL_PREFIX, Message
-from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
+from conversations.models import ArchivedConversation, ConversationHistory, LiveThread, QuarantinedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -103,26 +103,39 @@ def pause(seconds: float) -> None:
 
 @dataclass
 class Written:
-    """What a committed batch left in the archive: rows added, and every message key each
-    conversation now has there (what the delete guard compares)."""
+    """What a committed batch left in the archive: rows added, every message key each
+    conversation now has there (what the delete guard compares), and, by the key the scan
+    found each conversation by, the first position of the messages it read."""
 
     added: dict[str, int]
     keys: dict[str, set[str]]
+    first: dict[str, int] = field(default_factory=dict)
 
 
-def write_conversations(conversations: list[Conversation], now: datetime) -> Written:
+def write_conversations(conversations: list[Conversation], now: datetime, since: dict[str, int] | None = None) -> Written:
     """Store the messages not yet archived, bring up to date the ones the bot edited or removed
-    from its state since."""
+    from its state since.
+
+    `since` (the live mirror's, by the key the scan found a conversation by): from that
+    position on, an archived row of the conversation's own namespace that the read no longer
+    finds at all is marked removed from the bot's state. The bot dropped it and the checkpoints
+    that held it are gone (a shallow saver overwrote them, or they expired), so the history
+    could not say so itself."""
+    since = since or {}
     with transaction.atomic():
         ids = sorted({c.conversation_id for c in conversations})
         archived = _archived(ids)
         rows: list[NewRow] = []
         changes: list[Change] = []
         moves: list[tuple[str, str, int]] = []
+        removals: list[tuple[str, str, datetime]] = []
         added = dict.fromkeys(ids, 0)
         exact = True  # whether `archived` still counts what the table holds
         for conversation in conversations:
             known = archived.setdefault(conversation.conversation_id, Archived())
+            start = since.get(conversation.candidate.key)
+            if start is not None:
+                removals += _dropped(conversation, known, start, now)
             fresh: list[tuple[Entry, str]] = []
             for i, entry in enumerate(conversation.entries):
                 digest = fingerprint(entry.message)
@@ -145,7 +158,9 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> Wri
                 moves.append((conversation.conversation_id, key, position))
                 known.rows[key].position = position
             for entry, digest in fresh:
-                rows.append((conversation, entry, digest, known.add(entry.key, entry.time, places[entry.key], digest)))
+                rows.append((conversation, entry, digest, known.add(
+                    entry.key, entry.time, places[entry.key], digest, entry.removed_at, entry.ns, conversation.candidate.thread_id,
+                )))
                 added[conversation.conversation_id] += 1
         if moves:
             _move(moves)
@@ -153,10 +168,49 @@ def write_conversations(conversations: list[Conversation], now: datetime) -> Wri
             exact = False  # some rows were there already
         if changes:
             _update(changes)
+        if removals:
+            _mark_removed(removals)
         if not exact:
             archived = _archived(ids)
         _refresh_conversations(conversations, archived, now)
-    return Written(added, {cid: set(archived[cid].rows) if cid in archived else set() for cid in ids})
+    first = {}
+    for conversation in conversations:
+        rows_of = archived[conversation.conversation_id].rows
+        positions = [rows_of[e.key].position for e in conversation.entries if e.key in rows_of]
+        if positions:
+            first[conversation.candidate.key] = min(positions)
+    return Written(added, {cid: set(archived[cid].rows) if cid in archived else set() for cid in ids}, first)
+
+
+def _dropped(conversation: Conversation, known: Archived, start: int, now: datetime) -> list[tuple[str, str, datetime]]:
+    """The rows (from position `start`, of the conversation's own thread and namespace, still
+    marked as in the bot's state) that the read did not find."""
+    present = {e.key for e in conversation.entries}
+    candidate = conversation.candidate
+    at = candidate.checkpoint_time or now
+    dropped = []
+    for key, stored in known.rows.items():
+        if (
+            stored.removed_at is None and stored.position >= start and key not in present
+            and stored.ns == candidate.checkpoint_ns and stored.thread_id == candidate.thread_id
+        ):
+            stored.removed_at = at
+            dropped.append((conversation.conversation_id, key, at))
+    return dropped
+
+
+def _mark_removed(removals: list[tuple[str, str, datetime]]) -> None:
+    table = ConversationHistory._meta.db_table
+    time_type = "timestamptz" if connection.vendor == "postgresql" else "datetime"
+    with connection.cursor() as cursor:
+        for start in range(0, len(removals), UPDATE_CHUNK):
+            chunk = removals[start : start + UPDATE_CHUNK]
+            cursor.execute(
+                f"UPDATE {table} AS h SET removed_at = CAST(v.removed_at AS {time_type}) "
+                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v(conversation_id, message_key, removed_at) "
+                "WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key AND h.removed_at IS NULL",
+                [value for removal in chunk for value in removal],
+            )
 
 
 def arrange(known: Archived, keys: list[str], new: set[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -287,6 +341,8 @@ class Stored:
     time: datetime
     fingerprint: str
     removed_at: datetime | None
+    ns: str = ""
+    thread_id: str = ""
 
 
 @dataclass
@@ -301,9 +357,12 @@ class Archived:
     last_at: datetime | None = None
     provisional: list[Provisional] = field(default_factory=list)
 
-    def add(self, key: str, stamp: datetime, position: int, digest: str = "", removed_at: datetime | None = None) -> int:
+    def add(
+        self, key: str, stamp: datetime, position: int, digest: str = "", removed_at: datetime | None = None,
+        ns: str = "", thread_id: str = "",
+    ) -> int:
         """Count a row at `position`; return it."""
-        self.rows[key] = Stored(position, stamp, digest, removed_at)
+        self.rows[key] = Stored(position, stamp, digest, removed_at, ns, thread_id)
         self.last = max(self.last, position)
         self.count += 1
         self.first_at = stamp if self.first_at is None else min(self.first_at, stamp)
@@ -316,11 +375,11 @@ def _archived(conversation_ids: list[str]) -> dict[str, Archived]:
     conversations that have provisional rows)."""
     found: dict[str, Archived] = {}
     rows = ConversationHistory.objects.filter(conversation_id__in=conversation_ids).values_list(
-        "conversation_id", "message_key", "position", "timestamp", "fingerprint", "removed_at"
+        "conversation_id", "message_key", "position", "timestamp", "fingerprint", "removed_at", "checkpoint_ns", "thread_id"
     )
     waiting: list[str] = []
-    for conversation_id, key, position, stamp, digest, removed_at in rows.iterator(chunk_size=5000):
-        found.setdefault(conversation_id, Archived()).add(key, stamp, position, digest, removed_at)
+    for conversation_id, key, position, stamp, digest, removed_at, ns, thread_id in rows.iterator(chunk_size=5000):
+        found.setdefault(conversation_id, Archived()).add(key, stamp, position, digest, removed_at, ns, thread_id)
         if key.startswith(PROVISIONAL_PREFIX):
             waiting.append(conversation_id)
     if waiting:
@@ -536,6 +595,64 @@ def unarchived(items: list[tuple[Conversation, Held]], committed: dict[str, set[
         absent_texts = held.anonymous - texts.get(conversation.conversation_id, set())
         missing.append(absent | {f"{role}: {text[:40]}" for role, text in absent_texts})
     return missing
+
+
+# --- The live mirror's watermarks (LiveThread) ---
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What the mirror last copied of a live conversation."""
+
+    version: str
+    since: int
+
+
+def live_threads(source: str, keys: list[str]) -> dict[str, Mirrored]:
+    """The watermarks of these keys (as the scan found them), in one query."""
+    names = {printable(k): k for k in keys}
+    rows = LiveThread.objects.filter(source=source, key__in=list(names)).values_list("key", "version", "since_position")
+    return {names[key]: Mirrored(version, since) for key, version, since in rows}
+
+
+def keep_live(source: str, conversations: list[Conversation], first: dict[str, int], known: dict[str, Mirrored], now: datetime) -> None:
+    """Record the version mirrored of each conversation. A thread mirrored for the first time
+    in this life starts at the first position its read found; later runs keep that start."""
+    rows = []
+    for c in conversations:
+        key = c.candidate.key
+        start = known[key].since if key in known else first.get(key, 0)
+        ttl = c.candidate.ttl_seconds
+        rows.append(LiveThread(
+            source=source, key=printable(key), conversation_id=printable(c.conversation_id), version=c.candidate.version,
+            since_position=start, mirrored_at=now, expires_at=None if ttl is None else now + timedelta(seconds=ttl),
+        ))
+    LiveThread.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["source", "key"],
+        update_fields=["conversation_id", "version", "mirrored_at", "expires_at"],
+    )
+
+
+def forget_live(source: str, keys: list[str]) -> None:
+    """The conversations archived (their keys deleted) are no longer live."""
+    LiveThread.objects.filter(source=source, key__in=[printable(k) for k in keys]).delete()
+
+
+def forget_expired(now: datetime) -> int:
+    """Drop the watermarks of conversations whose keys have expired since they were mirrored
+    (the bot wrote nothing since: what they held is in the archive)."""
+    deleted, _ = LiveThread.objects.filter(expires_at__lt=now).delete()
+    return deleted
+
+
+def count_new(conversations: list[Conversation]) -> int:
+    """How many of the messages read are not archived yet (what a dry run reports)."""
+    archived = _archived(sorted({c.conversation_id for c in conversations}))
+    seen: set[tuple[str, str]] = set()
+    for c in conversations:
+        rows = archived.get(c.conversation_id, Archived()).rows
+        seen.update((c.conversation_id, e.key) for e in c.entries if e.key not in rows)
+    return len(seen)
 
 
 def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:

@@ -36,6 +36,8 @@ class Candidate:
     checkpoint_time: datetime | None
     ttl_seconds: float | None  # remaining life; None when the key never expires
     value: Any = None  # what the probe already read and load reuses (the plain layout's value)
+    # Changes whenever the bot writes to the conversation (the live mirror compares it).
+    version: str = ""
 
 
 @dataclass(frozen=True)

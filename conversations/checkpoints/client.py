@@ -20,6 +20,7 @@ from conversations.exceptions import RedisUnavailable
 # connections.
 COMMAND_PACKER = PythonRespSerializer(6000, Encoder("utf-8", "surrogateescape", False).encode)
 CONNECT_TIMEOUT_SECONDS = 5
+CLIENT_NAME = "conversation-archiver"
 # Generous: one pipeline of a batch's documents can take a while on a loaded server.
 READ_TIMEOUT_SECONDS = 60
 
@@ -38,6 +39,7 @@ def connect(url: str | None = None) -> redis.Redis:
             encoding_errors="surrogateescape",
             command_packer=COMMAND_PACKER,
             protocol=2,  # the same reply shapes on every redis-py release (8.x defaults to RESP3)
+            client_name=CLIENT_NAME,  # names the archiver in CLIENT LIST and SLOWLOG
         )
     except ValueError as exc:
         raise RedisUnavailable(f"REDIS_URL {masked(url)} is not a Redis URL: {exc}") from None

@@ -75,6 +75,7 @@ class PlainLayout(Layout):
                     checkpoint_time=checkpoint_time,
                     ttl_seconds=ttl_seconds(pttl),
                     value=(raw, checkpoint),
+                    version=hashlib.sha1(raw).hexdigest(),
                 )
             )
         return candidates, broken

@@ -80,12 +80,13 @@ class SaverLayout(IndexedLayout):
             pointed.append((key, thread, target, pttl))
 
         pipe = client.pipeline(transaction=False)
-        for _, _, target, _ in pointed:
+        for _, thread, target, _ in pointed:
             pipe.execute_command("JSON.GET", target, "$.checkpoint.ts", "$.checkpoint_ts")
+            pipe.zcard(self.zset_key(thread, target.rpartition(":")[2]))
         replies = pipe.execute(raise_on_error=False)
 
         candidates = []
-        for (key, thread, target, pttl), reply in zip(pointed, replies):
+        for (key, thread, target, pttl), reply, writes in zip(pointed, replies[::2], replies[1::2]):
             try:
                 paths = json_paths(reply)
                 if paths is None:
@@ -108,6 +109,7 @@ class SaverLayout(IndexedLayout):
                     checkpoint_key=target,
                     checkpoint_time=checkpoint_time,
                     ttl_seconds=ttl_seconds(pttl),
+                    version=f"{target}|{writes}",  # the newest checkpoint, and its pending writes
                 )
             )
         return candidates, broken

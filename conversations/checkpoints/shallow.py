@@ -95,6 +95,7 @@ class ShallowLayout(IndexedLayout):
                     checkpoint_time=checkpoint_time,
                     ttl_seconds=ttl_seconds(pttl),
                     value=checkpoint_id,
+                    version=checkpoint_id,
                 )
             )
         return candidates, broken

@@ -4,7 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.archiving import options, run_archive
+from conversations import conf
+from conversations.archiving import buffer_problem, options, run_archive
 from conversations.exceptions import RunInProgress
 
 
@@ -13,9 +14,11 @@ class Command(BaseCommand):
         "Move LangGraph conversations that are about to expire from Redis into the "
         "conversation_history table, then remove them from Redis. A conversation is due when "
         "its newest checkpoint is older than --cutoff-hours or its keys have less than "
-        "--ttl-buffer-minutes left to live. Safe to run again at any time: nothing is archived "
-        "twice. Meant to run hourly from cron; writes the health file after every run and exits "
-        "1 when any error was counted."
+        "--ttl-buffer-minutes left to live. Unless --no-mirror (or ARCHIVER_MIRROR_LIVE=0), the "
+        "same run copies the new messages of every conversation not yet due, deleting nothing "
+        "(the live mirror). Safe to run again at any time: nothing is stored twice. Meant to "
+        "run from cron every ARCHIVER_SCHEDULE_MINUTES; writes the health file after every run "
+        "and exits 1 when any error was counted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,7 +31,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--ttl-buffer-minutes", type=float, default=None,
-            help="Also archive conversations with less than this left to live in Redis (default 60).",
+            help="Also archive conversations with less than this left to live in Redis (default: one schedule "
+            "interval + the longest recent run + 10 minutes; a lower value is refused).",
+        )
+        parser.add_argument(
+            "--no-mirror", action="store_true",
+            help="Archive due conversations only; do not copy the new messages of live ones.",
         )
         parser.add_argument(
             "--batch-size", type=int, default=None,
@@ -39,11 +47,15 @@ class Command(BaseCommand):
         for flag in ("cutoff_hours", "ttl_buffer_minutes", "batch_size"):
             if opts[flag] is not None and opts[flag] <= 0:
                 raise CommandError(f"--{flag.replace('_', '-')} must be greater than 0, not {opts[flag]:g}.")
+        buffer = opts["ttl_buffer_minutes"] if opts["ttl_buffer_minutes"] is not None else conf.get("TTL_BUFFER_MINUTES")
+        if buffer is not None and (problem := buffer_problem(buffer)):
+            raise CommandError(problem)
         run = options(
             cutoff_hours=opts["cutoff_hours"],
             ttl_buffer_minutes=opts["ttl_buffer_minutes"],
             batch_size=opts["batch_size"],
             dry_run=opts["dry_run"],
+            mirror=False if opts["no_mirror"] else None,
         )
         progress = self.stdout.write if opts["verbosity"] >= 2 or opts["dry_run"] else None
         try:
