@@ -27,14 +27,14 @@ from django.contrib.postgres.search import SearchQuery, SearchVectorField
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import F, Func, Q, QuerySet
+from django.db.models import Exists, F, Func, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread, QuarantinedCheckpoint
 from conversations.paginators import EstimatedCountPaginator
 
 TRANSCRIPT_PAGE_SIZE = 200
@@ -306,12 +306,35 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
             "conversation": conversation,
             "customer_id": customer_id,
             "customer_url": f"{changelist}?{urlencode({'q': customer_id})}" if customer_id else None,
+            "live": live_threads(conversation_id).order_by("-mirrored_at").first(),
             "first_message_at": local_time(conversation.first_message_at) if conversation else None,
             "last_message_at": local_time(conversation.last_message_at) if conversation else None,
             "page": page,
             "entries": [TranscriptEntry.from_row(row) for row in page.object_list],
         }
         return TemplateResponse(request, "admin/conversations/conversationhistory/transcript.html", context)
+
+
+def live_threads(conversation_id: Any) -> QuerySet[LiveThread]:
+    """The live mirror's rows of a conversation still in Redis (its keys not yet expired)."""
+    return LiveThread.objects.filter(conversation_id=conversation_id).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+    )
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("live", "Live (still in Redis)"), ("archived", "Archived")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "live":
+            return queryset.filter(live=True)
+        if self.value() == "archived":
+            return queryset.filter(live=False)
+        return queryset
 
 
 def _tool_names(tool_calls: Any) -> list[str]:
@@ -322,8 +345,8 @@ def _tool_names(tool_calls: Any) -> list[str]:
 
 @admin.register(ArchivedConversation)
 class ArchivedConversationAdmin(ReadOnlyAdmin):
-    list_display = ("conversation_id", "customer_id", "first_message", "last_message", "message_count", "transcript")
-    list_filter = (("last_message_at", admin.DateFieldListFilter),)
+    list_display = ("conversation_id", "customer_id", "state", "first_message", "last_message", "message_count", "transcript")
+    list_filter = (StateFilter, ("last_message_at", admin.DateFieldListFilter))
     search_fields = ("customer_id__exact", "conversation_id__exact")
     search_help_text = "A customer id or conversation id (exact)."
     ordering = ("-last_message_at", "-pk")
@@ -331,6 +354,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
         "transcript",
         "conversation_id",
         "customer_id",
+        "state",
         "thread_id",
         "summary_text",
         "first_message",
@@ -340,6 +364,13 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
         "last_archived",
     )
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ArchivedConversation]:
+        return super().get_queryset(request).annotate(live=Exists(live_threads(OuterRef("conversation_id"))))
+
+    @admin.display(description="state", ordering="live")
+    def state(self, obj: ArchivedConversation) -> str:
+        return "live" if obj.live else "archived"
 
     @admin.display(description="transcript")
     def transcript(self, obj: ArchivedConversation) -> str:
@@ -368,6 +399,8 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
         "checkpoints_archived",
         "messages_archived",
         "deferred",
+        "mirrored",
+        "mirrored_messages",
         "quarantined",
         "errors",
     )
