@@ -9,7 +9,7 @@ scripts/saver-venv.sh), on Python 3.11 and 3.12.
 
     python tests/agents.py --redis-url redis://127.0.0.1:PORT/0 \
         --saver {redis,async,shallow,async_shallow} --prefix PREFIX \
-        [--scenarios a,b,...] [--turns N] [--durability sync|async] --out FILE.json
+        [--scenarios a,b,...] [--turns N] [--durability sync|async] [--step] --out FILE.json
 
 The Redis needs RedisJSON and RediSearch, DB 0 (scripts/start-redis-stack.sh). The thread
 of scenario S is "wa:ñ:PREFIX:S" ("colon" adds more ':' and unicode): use a new prefix per
@@ -19,6 +19,10 @@ run, or flush the Redis. Sync savers get setup(); async ones are entered with `a
 The chat model is scripted: a BaseChatModel whose answers and tool calls depend only on the
 messages it is given (no network). Message, tool-call and checkpoint ids and timestamps
 change from run to run; everything else is the same on every run, version and Python.
+
+--step: after every user turn, print "STEP " and the JSON list of the messages LangGraph
+shows of the thread at that moment, then wait for a line on stdin (tests/test_mirror.py runs
+the archiver between two turns of the bot).
 
 --durability (passed to invoke) defaults to "sync". With LangGraph's own default, "async",
 a checkpoint's put() can run after the put_writes() of the step it starts: the full savers
@@ -1137,7 +1141,24 @@ async def run_scenario(cp: Any, is_async: bool, scenario: str, tid: str, turns: 
             resumed = await resume(g, config, turn[1])
         else:
             await g.invoke({"messages": [HumanMessage(content=turn)], **in_state}, config)
+        if STEP:
+            await step(g, tid)
     return g, resumed
+
+
+# --step: after every turn, print what LangGraph shows of the thread now and wait for a line
+# on stdin (a test runs the archiver between two turns of the bot).
+STEP = False
+
+
+async def step(g: Graph, tid: str) -> None:
+    view = await expected_thread(g, tid, [])
+    messages = [
+        {k: m[k] for k in ("id", "stable_id", "type", "content", "in_state", "checkpoint_ns")}
+        for m in view["messages"]
+    ]
+    print("STEP " + json.dumps(messages, ensure_ascii=False, default=str), flush=True)
+    sys.stdin.readline()
 
 
 def _interrupt_ids(snapshot: Any) -> list[str]:
@@ -1271,8 +1292,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="passed to invoke() (default sync: with LangGraph's default, async, "
                         "the savers race put() against put_writes() and sometimes hide or "
                         "lose the pending writes of an interrupted step)")
+    p.add_argument("--step", action="store_true",
+                   help="after every turn, print 'STEP <messages LangGraph shows>' and wait for a line on stdin")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
+    global STEP
+    STEP = args.step
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown:

@@ -78,4 +78,6 @@ def _configure(settings, tmp_path: Path, url: str) -> None:
         "REDIS_URL": url,
         "HEALTH_FILE": str(tmp_path / "archiver_health.json"),
         "RETRY_DELAY_SECONDS": 0,
+        # The archiving tests see archiving alone; tests/test_mirror.py turns the mirror on.
+        "MIRROR_LIVE": False,
     }

@@ -48,7 +48,11 @@ def test_command_prints_one_summary_line_and_writes_the_guides_health_file(plain
     assert out.getvalue().strip().splitlines() == [out.getvalue().strip()]
     assert out.getvalue().startswith("Archived 1 conversations (2 messages)")
     document = health(settings)
-    assert list(document) == ["last_run", "status", "checkpoints_archived", "messages_archived", "errors"]
+    # The guide's five keys first, then the live mirror's two.
+    assert list(document) == [
+        "last_run", "status", "checkpoints_archived", "messages_archived", "errors",
+        "conversations_mirrored", "messages_mirrored",
+    ]
     assert document["last_run"].startswith("2026-11-29T14:00:0") and document["last_run"].endswith("+01:00")
     assert (document["status"], document["checkpoints_archived"], document["messages_archived"], document["errors"]) == (
         "healthy", 1, 2, 0
@@ -127,11 +131,11 @@ def test_database_unreachable_retries_then_keeps_the_keys(plain_redis, settings,
     monkeypatch.setattr(storage, "pause", pauses.append)
     real_write = storage.write_conversations
 
-    def server_gone(conversations, now):
+    def server_gone(conversations, now, since=None):
         attempts.append(len(conversations))
         connection.close()
         connection.settings_dict["PORT"] = "1"
-        return real_write(conversations, now)
+        return real_write(conversations, now, since)
 
     monkeypatch.setattr(storage, "write_conversations", server_gone)
     port = connection.settings_dict["PORT"]
@@ -160,11 +164,11 @@ def test_a_failed_first_attempt_is_retried_and_succeeds(plain_redis, settings, m
     real_write = storage.write_conversations
     calls = []
 
-    def flaky(conversations, now):
+    def flaky(conversations, now, since=None):
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("server closed the connection unexpectedly")
-        return real_write(conversations, now)
+        return real_write(conversations, now, since)
 
     monkeypatch.setattr(storage, "write_conversations", flaky)
     report = run_archive(options())
@@ -201,10 +205,10 @@ def test_two_runs_at_once_one_works_the_other_says_so(plain_redis, monkeypatch):
     real_write = storage.write_conversations
     started = threading.Event()
 
-    def slow(conversations, now):
+    def slow(conversations, now, since=None):
         started.set()
         time.sleep(0.5)
-        return real_write(conversations, now)
+        return real_write(conversations, now, since)
 
     monkeypatch.setattr(storage, "write_conversations", slow)
     results = {}

@@ -151,8 +151,8 @@ def test_a_conversation_written_to_during_the_run_stays_for_the_next(stack_redis
     real_write = storage.write_conversations
     bot = {}
 
-    def bot_answers_meanwhile(conversations, now):
-        result = real_write(conversations, now)
+    def bot_answers_meanwhile(conversations, now, since=None):
+        result = real_write(conversations, now, since)
         bot["expected"] = lgwriter.write_conversation(url, THREAD, ["¿y el reembolso?"], tools=True)
         return result
 
@@ -371,8 +371,8 @@ def test_a_subgraph_checkpoint_written_during_the_run_defers_the_thread(stack_re
     subgraph_doc = next(k for k in stack_redis.scan_iter(match=f"checkpoint:{THREAD}:review:*", count=1000))
     real_write = storage.write_conversations
 
-    def bot_writes_a_subgraph_checkpoint_meanwhile(conversations, now):
-        written = real_write(conversations, now)
+    def bot_writes_a_subgraph_checkpoint_meanwhile(conversations, now, since=None):
+        written = real_write(conversations, now, since)
         doc = json.loads(stack_redis.execute_command("JSON.GET", subgraph_doc))
         doc["checkpoint_id"] = doc["checkpoint"]["id"] = doc["checkpoint_id"][:-4] + "ffff"
         stack_redis.execute_command("JSON.SET", subgraph_doc.decode().rsplit(":", 1)[0] + ":" + doc["checkpoint_id"], "$", json.dumps(doc))

@@ -67,11 +67,13 @@ def test_the_guides_sql_works_as_written(plain_redis):
     [
         (22.99, None, False),  # just younger than the cutoff, no expiry
         (23.01, None, True),  # just past the cutoff
-        (1, 3601, False),  # young, a second more than the buffer left
-        (1, 3599, True),  # young, but about to expire
+        # The derived buffer, with no run recorded: the 60-minute schedule + a 10-minute margin.
+        (1, 70 * 60 + 2, False),  # young, two seconds more than the buffer left
+        (1, 70 * 60 - 2, True),  # young, but its keys would not outlive the next run
     ],
 )
 def test_cutoff_and_ttl_buffer_boundaries(plain_redis, age_hours, ttl_seconds, archived):
+    """Real TTLs, set by Redis and read back by the run."""
     plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(age_hours)), ex=ttl_seconds)
 
     report = archive()
@@ -100,6 +102,18 @@ def test_keys_with_exactly_the_ttl_buffer_left_are_not_yet_due(ttl_seconds, due)
     candidate = Candidate(key=KEY, thread_id="t", checkpoint_ns="", checkpoint_key=KEY,
                           checkpoint_time=now - timedelta(hours=1), ttl_seconds=ttl_seconds)
     assert is_due(candidate, options(now=now, ttl_buffer_minutes=60)) is due
+
+
+@pytest.mark.parametrize("longest_run_minutes, due", [(19, False), (21, True)])
+def test_the_derived_buffer_allows_for_the_longest_recent_run(plain_redis, longest_run_minutes, due):
+    """60-minute schedule + the longest recent run + 10 minutes: 90 minutes with a 20-minute run."""
+    started = timezone.now() - timedelta(hours=3)
+    ArchiveRun.objects.create(started_at=started, finished_at=started + timedelta(minutes=longest_run_minutes))
+    ArchiveRun.objects.create(started_at=started + timedelta(hours=1), finished_at=started + timedelta(hours=1, minutes=1))
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(1)), ex=90 * 60)
+
+    assert archive().archived == int(due)
+    assert bool(plain_redis.exists(KEY)) is not due
 
 
 def test_simple_dict_messages_map_roles_and_keep_their_own_timestamps(plain_redis):
@@ -184,8 +198,8 @@ def test_written_to_during_the_run_stays_and_next_run_adds_only_new_messages(pla
 
     real_write = storage.write_conversations
 
-    def bot_writes_meanwhile(conversations, now):
-        result = real_write(conversations, now)
+    def bot_writes_meanwhile(conversations, now, since=None):
+        result = real_write(conversations, now, since)
         plain_redis.set(KEY, plain_value(first + [lc("human", "¿sigues ahí?", "h2")], ts=hours_ago(0.01)))
         return result
 
@@ -209,8 +223,8 @@ def test_messages_without_ids_are_stored_once_when_a_deferred_conversation_is_re
 
     real_write = storage.write_conversations
 
-    def bot_writes_meanwhile(conversations, now):
-        result = real_write(conversations, now)
+    def bot_writes_meanwhile(conversations, now, since=None):
+        result = real_write(conversations, now, since)
         later = plain_value(first + [simple("user", "¿sigues ahí?")], ts=hours_ago(0.01), checkpoint_id="1f1ebb25-0002")
         plain_redis.set(KEY, later)
         return result
