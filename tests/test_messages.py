@@ -46,6 +46,7 @@ def test_everything_else_a_message_carries_is_kept_in_metadata():
         ({"lc": 1, "type": "secret", "id": ["OPENAI_API_KEY"]}, "unreadable kind"),
         ({"lc": 1, "type": "constructor", "id": ["subprocess", "check_call"], "kwargs": {}}, "not a LangChain message"),
         ({"lc": 1, "type": "constructor", "id": ["evil", "schema", "messages", "AIMessage"], "kwargs": {"content": ""}}, "not a LangChain message"),
+        ({"lc": 1, "type": "constructor", "id": [[]], "kwargs": {"content": "hola"}}, "not a LangChain message"),  # found by hypothesis
         (lc("human", {"text": "dict content"}), "content of type dict"),
         (lc("human", "x", id=7), "'id' of type int"),
         ({"role": 1, "content": "x"}, "role of type int"),
@@ -56,6 +57,14 @@ def test_everything_else_a_message_carries_is_kept_in_metadata():
 def test_unreadable_messages_are_refused_with_a_reason(raw, error):
     with pytest.raises(MalformedCheckpoint, match=error):
         parse_message(raw, 0)
+
+
+def test_the_delete_guard_reads_past_an_envelope_naming_no_class():
+    from conversations.checkpoints.base import Held, held_in
+
+    held = Held()
+    held_in({"messages": [{"lc": 1, "type": "constructor", "id": [[]], "kwargs": {"content": "hola", "type": "human", "id": "h1"}}]}, held)
+    assert held.ids == {"h1"}  # its fields read as a message: the guard errs on keeping the keys
 
 
 def test_naive_and_epoch_times():

@@ -175,5 +175,5 @@ def held_in(value: Any, held: Held) -> None:
 def _looks_like_message(item: dict[str, Any]) -> bool:
     if item.get("lc") == 1:
         path = item.get("id")
-        return isinstance(path, list) and bool(path) and path[-1] in LC_CLASSES
+        return isinstance(path, list) and bool(path) and isinstance(path[-1], str) and path[-1] in LC_CLASSES
     return "content" in item and (isinstance(item.get("role"), str) or item.get("type") in KNOWN_ROLES)

@@ -232,7 +232,7 @@ def _from_lc_envelope(raw: dict[str, Any], index: int) -> tuple[str, dict[str, A
     if raw.get("type") != "constructor" or not isinstance(path, list) or not path or not isinstance(kwargs, dict):
         raise MalformedCheckpoint(f"message {index} is an lc envelope of an unreadable kind ({raw.get('type')!r})")
     class_name = path[-1]
-    if class_name not in LC_CLASSES or path[0] != "langchain":
+    if not isinstance(class_name, str) or class_name not in LC_CLASSES or path[0] != "langchain":
         raise MalformedCheckpoint(f"message {index} names {'.'.join(map(str, path))!r}, which is not a LangChain message")
     role = LC_CLASSES[class_name]
     if role == "chat" and isinstance(kwargs.get("role"), str):
