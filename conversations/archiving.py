@@ -202,7 +202,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
             if opts.mirror:
                 logger.info("Mirrored %d live conversations (%d new messages)", report.mirrored, report.mirrored_messages)
             if not opts.dry_run:
-                _forget_expired(report)
+                _tidy_live(report)
     except RunInProgress:
         raise
     except ArchiverError as exc:  # Redis unreachable, or set up otherwise than expected
@@ -246,11 +246,20 @@ def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[lis
             yield batch
 
 
-def _forget_expired(report: RunReport) -> None:
+# A run that mirrored this many conversations has the planner's statistics of live_thread
+# brought up to date at its end: a run that just filled the table (the first after the mirror
+# is turned on) would otherwise leave the next one to look rows up by a sequential scan until
+# autovacuum's analyze comes by (measured: 100,000 unchanged conversations took 9.0 s, 5.5 s).
+ANALYZE_AFTER = 1000
+
+
+def _tidy_live(report: RunReport) -> None:
     try:
         storage.with_retry(lambda: storage.forget_expired(timezone.now()), "forgetting expired live conversations")
+        if report.mirrored >= ANALYZE_AFTER:
+            storage.analyze_live()
     except DatabaseError as exc:
-        logger.error("Cannot forget the live conversations that expired: %s", exc)
+        logger.error("Cannot tidy the live mirror's table: %s", exc)
         report.error(f"live conversations: {exc}")
 
 

@@ -645,6 +645,12 @@ def forget_expired(now: datetime) -> int:
     return deleted
 
 
+def analyze_live() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {LiveThread._meta.db_table}")
+
+
 def count_new(conversations: list[Conversation]) -> int:
     """How many of the messages read are not archived yet (what a dry run reports)."""
     archived = _archived(sorted({c.conversation_id for c in conversations}))
