@@ -24,7 +24,7 @@ from conversations import storage
 from conversations.archiving import options, run_archive
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread
 from tests.factories import hours_ago, lc, plain_value
-from tests.test_agents import empty, stack_url
+from tests.test_agents import empty, saver_python, stack_url  # noqa: F401 (saver_python: a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -288,10 +288,18 @@ def shown(row: ConversationHistory) -> dict[str, Any]:
     }
 
 
+REAL_BOTS = [
+    *[("0.5", saver, scenario) for saver in ("redis", "shallow", "async_shallow") for scenario in ("summarize", "trim", "react")],
+    # The oldest versions users run, where their layouts differ (tests/test_agents.py).
+    ("0.1.3", "redis", "summarize"),
+    ("0.1.3", "shallow", "trim"),
+    ("0.2.1", "async_shallow", "summarize"),
+]
+
+
 @pytest.mark.stack
-@pytest.mark.parametrize("saver", ["redis", "shallow", "async_shallow"])
-@pytest.mark.parametrize("scenario", ["summarize", "trim", "react"])
-def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, tmp_path, saver, scenario):
+@pytest.mark.parametrize("version, saver, scenario", REAL_BOTS)
+def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python, tmp_path, version, saver, scenario):
     """After every turn a run copies the conversation: the archive then holds every message
     LangGraph showed at any of those moments, once, in order; the final run archives it and
     adds nothing twice. A shallow saver forgets what it trimmed at the next turn: only the
@@ -299,7 +307,7 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, tmp_path, sa
     conversation_id = f"conv-live-{saver}-{scenario}"
     views: list[list[dict[str, Any]]] = []
     with subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "agents.py"), "--redis-url", stack_url(stack), "--saver", saver,
+        [saver_python(version), str(ROOT / "tests" / "agents.py"), "--redis-url", stack_url(stack), "--saver", saver,
          "--prefix", f"live-{saver}", "--scenarios", scenario, "--turns", "6", "--step", "--out", str(tmp_path / "e.json")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     ) as bot:
