@@ -86,3 +86,17 @@ def test_the_same_message_in_a_subgraph_and_the_root_belongs_to_the_root():
     root = snap(1, "x")
     result = archive([sub, root], {"": live(root, [msg("x")]), "agent:1": live(sub, [Ref(sub, 0, "x")])})
     assert [(e.key, e.ns, e.time, e.removed_at) for e in result] == [("id:x", "", sub.time, None)]
+
+
+def test_a_users_message_read_both_before_and_after_langgraph_gave_it_an_id_is_one_message():
+    """The probe saw the run's input checkpoint (the message still without an id); the search
+    then also listed the checkpoint written next, where it has its id (found by the reliability
+    suite's writer, with the live mirror reading threads in the middle of a turn)."""
+    newest, after = snap(0, "a1"), snap(1, "a1", "h1", "a2")
+    pending = unapplied(Message("human", "hola 🙏", None, None, None, None, None, {}))
+    body = Message("human", "hola 🙏", None, "h1", None, None, None, {})
+
+    result = archive([after], {"": live(newest, [msg("a1")], [pending])}, {(after.key, 1): body})
+
+    assert [e.key for e in result] == ["id:a1", "id:h1", "id:a2"] and result[1].message.content == "hola 🙏"
+    assert len(result) == 3 and not any(e.message.provisional for e in result)

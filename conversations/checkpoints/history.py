@@ -204,7 +204,25 @@ def entries(planned: list[Planned], bodies: dict[tuple[str, int], Message]) -> l
     for before, entry in zip(result, result[1:]):
         if entry.time < before.time:
             entry.time = before.time
-    return result
+    return applied(result)
+
+
+def applied(result: list[Entry]) -> list[Entry]:
+    """Without the provisional messages that the next message repeats with an id. A read that
+    meets a thread in the middle of a turn takes the newest root state from the probe (a run's
+    input checkpoint, the user's message still without an id) and the history from the search,
+    which may list the checkpoint LangGraph wrote next, where the message has its id: it is one
+    message, applied, and the provisional copy would stay in the archive as a second row."""
+    kept = []
+    for entry, after in zip(result, [*result[1:], None]):
+        message = entry.message
+        if (
+            message.provisional and after is not None and after.message.message_id
+            and (after.message.role, after.message.content) == (message.role, message.content)
+        ):
+            continue
+        kept.append(entry)
+    return kept
 
 
 def single(snapshot: Snapshot, messages: list[Message], keys: list[str], ns: str) -> list[Entry]:
