@@ -14,7 +14,8 @@ Safety design:
 
 The live mirror: the same run copies the new messages of every conversation not yet due,
 and deletes nothing of them. A watermark per conversation (LiveThread: the version of its
-keys the mirror copied) makes a run read only the conversations the bot wrote to since;
+keys the mirror copied, and its newest checkpoint's time) makes a run read only the
+conversations the bot wrote to since, and of those only the checkpoints written since;
 writing is the archive's own, so a message mirrored while live is never stored twice.
 """
 
@@ -336,9 +337,20 @@ def _found(report: RunReport, found: int) -> None:
         logger.info("Found %d expired checkpoints to archive", found)
 
 
+# A live conversation is read again from a minute before the newest checkpoint the mirror
+# copied: a checkpoint stored late (LangGraph's asynchronous durability) is not missed.
+READ_MARGIN = timedelta(minutes=1)
+
+
 def changed(live: list[Candidate], known: dict[str, storage.Mirrored]) -> list[Candidate]:
-    """The live conversations the bot wrote to since the mirror last copied them."""
-    return [c for c in live if c.key not in known or known[c.key].version != c.version]
+    """The live conversations the bot wrote to since the mirror last copied them, each to be
+    read from just before what was copied then."""
+    moved = [c for c in live if c.key not in known or known[c.key].version != c.version]
+    for candidate in moved:
+        mirrored = known.get(candidate.key)
+        if mirrored is not None and mirrored.checkpoint_time is not None:
+            candidate.read_since = mirrored.checkpoint_time - READ_MARGIN
+    return moved
 
 
 def _live_threads(layout: Layout, candidates: list[Candidate]) -> dict[str, storage.Mirrored]:

@@ -127,6 +127,9 @@ class LiveThread(models.Model):
     since_position = models.IntegerField(
         help_text="The first position of this life of the thread: rows from here on that the bot no longer has are marked removed."
     )
+    checkpoint_time = models.DateTimeField(
+        null=True, blank=True, help_text="Its newest checkpoint's time when copied: the next read starts there."
+    )
     mirrored_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True, help_text="When its keys expire unless the bot writes again.")
 

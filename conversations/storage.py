@@ -602,17 +602,21 @@ def unarchived(items: list[tuple[Conversation, Held]], committed: dict[str, set[
 
 @dataclass(frozen=True)
 class Mirrored:
-    """What the mirror last copied of a live conversation."""
+    """What the mirror last copied of a live conversation: the version of its keys, the first
+    position of the thread's current life, and its newest checkpoint's time then."""
 
     version: str
     since: int
+    checkpoint_time: datetime | None = None
 
 
 def live_threads(source: str, keys: list[str]) -> dict[str, Mirrored]:
     """The watermarks of these keys (as the scan found them), in one query."""
     names = {printable(k): k for k in keys}
-    rows = LiveThread.objects.filter(source=source, key__in=list(names)).values_list("key", "version", "since_position")
-    return {names[key]: Mirrored(version, since) for key, version, since in rows}
+    rows = LiveThread.objects.filter(source=source, key__in=list(names)).values_list(
+        "key", "version", "since_position", "checkpoint_time"
+    )
+    return {names[key]: Mirrored(version, since, at) for key, version, since, at in rows}
 
 
 def keep_live(source: str, conversations: list[Conversation], first: dict[str, int], known: dict[str, Mirrored], now: datetime) -> None:
@@ -625,11 +629,12 @@ def keep_live(source: str, conversations: list[Conversation], first: dict[str, i
         ttl = c.candidate.ttl_seconds
         rows.append(LiveThread(
             source=source, key=printable(key), conversation_id=printable(c.conversation_id), version=c.candidate.version,
-            since_position=start, mirrored_at=now, expires_at=None if ttl is None else now + timedelta(seconds=ttl),
+            since_position=start, checkpoint_time=c.candidate.checkpoint_time, mirrored_at=now,
+            expires_at=None if ttl is None else now + timedelta(seconds=ttl),
         ))
     LiveThread.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["source", "key"],
-        update_fields=["conversation_id", "version", "mirrored_at", "expires_at"],
+        update_fields=["conversation_id", "version", "checkpoint_time", "mirrored_at", "expires_at"],
     )
 
 

@@ -299,11 +299,19 @@ REAL_BOTS = [
 
 @pytest.mark.stack
 @pytest.mark.parametrize("version, saver, scenario", REAL_BOTS)
-def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python, tmp_path, version, saver, scenario):
+def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python, tmp_path, monkeypatch, version, saver, scenario):
     """After every turn a run copies the conversation: the archive then holds every message
     LangGraph showed at any of those moments, once, in order; the final run archives it and
     adds nothing twice. A shallow saver forgets what it trimmed at the next turn: only the
-    mirror has it."""
+    mirror has it. Each run after the first reads only the checkpoints written since the
+    previous one (no margin here: the bot's turns are a second apart)."""
+    from conversations import archiving
+    from conversations.checkpoints import indexed
+
+    monkeypatch.setattr(archiving, "READ_MARGIN", timedelta(0))
+    real_since = indexed._since
+    skipped: list[int] = []
+    monkeypatch.setattr(indexed, "_since", lambda timed, since: skipped.append(len(timed) - len(kept := real_since(timed, since))) or kept)
     conversation_id = f"conv-live-{saver}-{scenario}"
     views: list[list[dict[str, Any]]] = []
     with subprocess.Popen(
@@ -323,6 +331,8 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
             bot.stdin.flush()
         assert bot.wait(timeout=300) == 0, bot.stderr.read()[-3000:]
     assert len(views) >= 4
+    if saver == "redis":  # a shallow saver keeps no older checkpoint to skip
+        assert sum(skipped) > len(views), skipped
 
     unchanged = run_archive(options())
     final = run_archive(options(now=timezone.now() + timedelta(hours=48)))

@@ -38,6 +38,9 @@ class Candidate:
     value: Any = None  # what the probe already read and load reuses (the plain layout's value)
     # Changes whenever the bot writes to the conversation (the live mirror compares it).
     version: str = ""
+    # Read only the checkpoints written from this time on (the live mirror's watermark: what
+    # came before is archived); the newest root checkpoint, and each subgraph's newest, always.
+    read_since: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -292,13 +292,15 @@ class IndexedLayout(Layout):
         whole: list[tuple[Thread, Document, datetime]] = []
         dated: list[tuple[Thread, Document, datetime]] = []
         for thread in threads:
+            timed = []
             for document in thread.documents:
                 try:
                     if not document.found.get("ts"):
                         raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
-                    dated.append((thread, document, parse_time(document.found["ts"][0])))
+                    timed.append((thread, document, parse_time(document.found["ts"][0])))
                 except (MalformedCheckpoint, ValueError) as exc:
                     broken.append(broken_with_value(client, document.key, str(exc), self.name))
+            dated += _since(timed, thread.candidate.read_since)
         # The message ids of MGET_CHUNK documents a JSON.MGET, and each one's number of messages.
         ids_path = f"{self.messages_path}[*].kwargs.id"
         for chunk in _chunks(dated, HISTORY_CHUNK):
@@ -511,6 +513,21 @@ class IndexedLayout(Layout):
                     continue  # not readable as data (pickle, bytes): no message the archive could hold
                 held_in(value, held)
         return result
+
+
+def _since(timed: list[tuple[Thread, Document, datetime]], since: datetime | None) -> list[tuple[Thread, Document, datetime]]:
+    """The documents written from `since` on, and each subgraph namespace's newest (its pending
+    writes may have come after the last read); all of them when `since` is None."""
+    if since is None:
+        return timed
+    newest: dict[str, tuple[datetime, str]] = {}
+    for _, document, time in timed:
+        if document.ns and (time, document.checkpoint_id) > newest.get(document.ns, (time, "")):
+            newest[document.ns] = (time, document.checkpoint_id)
+    return [
+        (thread, document, time) for thread, document, time in timed
+        if time >= since or (document.ns and newest.get(document.ns) == (time, document.checkpoint_id))
+    ]
 
 
 def _hold(paths: dict[str, list[Any]], held: Held) -> None:

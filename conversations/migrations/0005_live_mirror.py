@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                 ('conversation_id', models.TextField()),
                 ('version', models.TextField()),
                 ('since_position', models.IntegerField(help_text='The first position of this life of the thread: rows from here on that the bot no longer has are marked removed.')),
+                ('checkpoint_time', models.DateTimeField(blank=True, help_text="Its newest checkpoint's time when copied: the next read starts there.", null=True)),
                 ('mirrored_at', models.DateTimeField()),
                 ('expires_at', models.DateTimeField(blank=True, help_text='When its keys expire unless the bot writes again.', null=True)),
             ],
