@@ -73,14 +73,14 @@ class Threads:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.newest: dict[str, str] = {}
 
-    def seed(self, client: redis.Redis, count: int, prefix: str) -> None:
+    def seed(self, client: redis.Redis, count: int, prefix: str, turns: int = TURNS) -> None:
         pipe = client.pipeline(transaction=False)
-        now = datetime.now(timezone.utc) - timedelta(minutes=30)
+        now = datetime.now(timezone.utc) - timedelta(minutes=30 + turns)
         for n in range(count):
             thread = f"{prefix}{n}"
             self.messages[thread], self.newest[thread] = [], ""
-            for _ in range(TURNS):
-                self.turn(pipe, thread, now)
+            for turn in range(turns):
+                self.turn(pipe, thread, now + timedelta(minutes=turn))
             if len(pipe) >= 600:
                 pipe.execute()
         pipe.execute()
@@ -145,11 +145,11 @@ def stored() -> tuple[int, int]:
 # --- steady state ---------------------------------------------------------------------------
 
 
-def steady_state(client: redis.Redis, live: int, seed_value: int, health: Path) -> dict[str, Any]:
+def steady_state(client: redis.Redis, live: int, seed_value: int, health: Path, turns: int = TURNS) -> dict[str, Any]:
     prepare(client)
     threads = Threads(random.Random(seed_value))
     began = time.perf_counter()
-    threads.seed(client, live, "live")
+    threads.seed(client, live, "live", turns)
     seeded = time.perf_counter() - began
     keys = client.dbsize()
     runs = []
@@ -171,7 +171,7 @@ def steady_state(client: redis.Redis, live: int, seed_value: int, health: Path) 
         print(f"  PROBLEM: {rows} rows for {expected} messages, {doubled} doubled, {client.dbsize()} keys of {keys}", flush=True)
     steady = [r["seconds"] for r in runs if r["run"].startswith("steady")]
     return {
-        "live": live, "turns_each": TURNS, "messages": expected, "seed_s": round(seeded, 1), "runs": runs,
+        "live": live, "turns_each": turns, "messages": expected, "seed_s": round(seeded, 1), "runs": runs,
         "first_run_s": runs[0]["seconds"], "steady_run_s": round(statistics.mean(steady), 2),
         "unchanged_run_s": runs[-1]["seconds"], "rows_ok": rows == expected and not doubled and client.dbsize() == keys,
     }
@@ -301,6 +301,7 @@ def _command(entry: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--live", default="1000,10000", help="comma-separated numbers of live conversations (default 1000,10000)")
+    parser.add_argument("--turns", type=int, default=TURNS, help=f"turns each live conversation has when seeded (default {TURNS})")
     parser.add_argument("--latency", action="store_true", help="also measure the bot's operations during a run")
     parser.add_argument("--latency-live", type=int, default=50000, help="the backlog the measured run mirrors (default 50000)")
     parser.add_argument("--latency-seconds", type=float, default=20, help="how long the bot is timed with no run going (default 20)")
@@ -316,7 +317,7 @@ def main() -> None:
         results["machine"] = bench.machine()
         for live in sizes:
             print(f"steady state, {live} live conversations ...", flush=True)
-            results["steady_state"].append(steady_state(client, live, args.seed, health))
+            results["steady_state"].append(steady_state(client, live, args.seed, health, args.turns))
         if args.latency:
             print(f"latency, a run mirroring {args.latency_live} new conversations ...", flush=True)
             results["latency"] = latency(client, args.latency_live, args.latency_seconds, args.seed, health, args.pin)
