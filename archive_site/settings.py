@@ -103,7 +103,9 @@ ARCHIVER = {
 if os.environ.get("ARCHIVER_TTL_BUFFER_MINUTES", "").strip():
     ARCHIVER["TTL_BUFFER_MINUTES"] = env_int("ARCHIVER_TTL_BUFFER_MINUTES", 0)
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL={os.environ['LOG_LEVEL']!r} is not a log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -49,4 +49,10 @@ def _whole_number(value: Any, flag: str) -> int:
         raise CommandError(f"{flag} must be a whole number of months, such as 6; got {value!r}.") from None
     if number < 1:
         raise CommandError(f"{flag} must be at least 1; got {number}.")
+    if number > MAX_MONTHS:
+        raise CommandError(f"{flag} must be at most {MAX_MONTHS} (100 years); got {number}.")
     return number
+
+
+# Further back than this, the cutoff date falls before the calendar's year 1.
+MAX_MONTHS = 1200
