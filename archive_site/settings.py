@@ -91,17 +91,18 @@ STORAGES = {
 ARCHIVER = {
     "REDIS_URL": REDIS_URL,
     "HEALTH_FILE": os.environ.get("ARCHIVER_HEALTH_FILE", "/tmp/archiver_health.json"),
-    "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23),
+    # The bounds are the commands' own (--cutoff-hours, --batch-size, --months).
+    "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23, minimum=0),
     "MIRROR_LIVE": env_bool("ARCHIVER_MIRROR_LIVE", True),
-    "BATCH_SIZE": env_int("ARCHIVER_BATCH_SIZE", 200),
-    "WRITERS": env_int("ARCHIVER_WRITERS", 2),
-    "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2),
-    "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5),
-    "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6),
+    "BATCH_SIZE": env_int("ARCHIVER_BATCH_SIZE", 200, minimum=1),
+    "WRITERS": env_int("ARCHIVER_WRITERS", 2, minimum=1),
+    "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2, minimum=1),
+    "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5, minimum=0),
+    "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6, minimum=1, maximum=1200),
 }
 # Unset, the TTL buffer follows the schedule and the run records (conversations/conf.py).
 if os.environ.get("ARCHIVER_TTL_BUFFER_MINUTES", "").strip():
-    ARCHIVER["TTL_BUFFER_MINUTES"] = env_int("ARCHIVER_TTL_BUFFER_MINUTES", 0)
+    ARCHIVER["TTL_BUFFER_MINUTES"] = env_int("ARCHIVER_TTL_BUFFER_MINUTES", 0, minimum=1)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -89,12 +89,19 @@ def test_verbose_and_dry_run_list_what_they_would_do(plain_redis):
     assert plain_redis.exists(KEY) and not ConversationHistory.objects.exists()
 
 
-@pytest.mark.parametrize("flag", ["--cutoff-hours", "--ttl-buffer-minutes", "--batch-size"])
-def test_bad_options_are_refused_before_anything_runs(plain_redis, flag, settings):
+@pytest.mark.parametrize("flag, value, least", [("--cutoff-hours", "-1", 0), ("--ttl-buffer-minutes", "0", 1), ("--batch-size", "0", 1)])
+def test_bad_options_are_refused_before_anything_runs(plain_redis, flag, value, least, settings):
     seed(plain_redis)
-    with pytest.raises(CommandError, match=f"{flag} must be greater than 0"):
-        call_command("archive_checkpoints", flag, "0", stdout=StringIO())
+    with pytest.raises(CommandError, match=f"{flag} must be at least {least}, not {value}"):
+        call_command("archive_checkpoints", flag, value, stdout=StringIO())
     assert plain_redis.exists(KEY) and not Path(settings.ARCHIVER["HEALTH_FILE"]).exists()
+
+
+def test_cutoff_zero_archives_every_conversation_now(plain_redis):
+    seed(plain_redis, age=0.01)
+    out = StringIO()
+    call_command("archive_checkpoints", "--cutoff-hours", "0", stdout=out)
+    assert out.getvalue().startswith("Archived 1 conversations (2 messages)") and not plain_redis.exists(KEY)
 
 
 def test_cutoff_option_overrides_the_setting(plain_redis):

@@ -41,6 +41,11 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
         ({"ARCHIVER_SCHEDULE_MINUTES": "45"}, "Configuration error: ARCHIVER_SCHEDULE_MINUTES='45' is not supported; use 60"),
         ({"ARCHIVER_HEALTH_MAX_AGE_MINUTES": "abc"}, "Configuration error: ARCHIVER_HEALTH_MAX_AGE_MINUTES='abc' is not a whole number."),
         ({"LOG_LEVEL": "bogus"}, "Configuration error: LOG_LEVEL='bogus' is not a log level; use DEBUG, INFO"),
+        # Settings are checked like the flags, with the same words.
+        ({"ARCHIVER_CUTOFF_HOURS": "-1"}, "Configuration error: ARCHIVER_CUTOFF_HOURS must be at least 0, not -1."),
+        ({"ARCHIVER_BATCH_SIZE": "0"}, "Configuration error: ARCHIVER_BATCH_SIZE must be at least 1, not 0."),
+        ({"ARCHIVER_WRITERS": "0"}, "Configuration error: ARCHIVER_WRITERS must be at least 1, not 0."),
+        ({"ARCHIVER_RETENTION_MONTHS": "99999"}, "Configuration error: ARCHIVER_RETENTION_MONTHS must be at most 1200, not 99999."),
     ],
 )
 @pytest.mark.parametrize("command", [["archive_checkpoints", "--dry-run"], ["purge_history", "--dry-run"], ["check_archiver_health"]])

@@ -27,7 +27,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--cutoff-hours", type=float, default=None,
-            help="Archive conversations whose newest checkpoint is at least this old (default 23).",
+            help="Archive conversations whose newest checkpoint is at least this old (default 23; 0 archives every conversation now).",
         )
         parser.add_argument(
             "--ttl-buffer-minutes", type=float, default=None,
@@ -44,9 +44,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        for flag in ("cutoff_hours", "ttl_buffer_minutes", "batch_size"):
-            if opts[flag] is not None and opts[flag] <= 0:
-                raise CommandError(f"--{flag.replace('_', '-')} must be greater than 0, not {opts[flag]:g}.")
+        # 0 hours: every conversation is due now (draining Redis before a migration, say).
+        for flag, least in (("cutoff_hours", 0), ("ttl_buffer_minutes", 1), ("batch_size", 1)):
+            if opts[flag] is not None and opts[flag] < least:
+                raise CommandError(f"--{flag.replace('_', '-')} must be at least {least}, not {opts[flag]:g}.")
         buffer = opts["ttl_buffer_minutes"] if opts["ttl_buffer_minutes"] is not None else conf.get("TTL_BUFFER_MINUTES")
         if buffer is not None and (problem := buffer_problem(buffer)):
             raise CommandError(problem)
