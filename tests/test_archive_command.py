@@ -130,6 +130,15 @@ def test_redis_down_gives_one_line_an_unhealthy_health_file_and_exit_1(settings,
     assert ArchiveRun.objects.get().status == "unhealthy"
 
 
+def test_a_dry_run_with_redis_down_ends_with_the_error(settings):
+    settings.ARCHIVER = {**settings.ARCHIVER, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    out = StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("archive_checkpoints", "--dry-run", stdout=out)
+    assert str(caught.value).startswith("Redis connection failed: redis://127.0.0.1:1/0")
+    assert out.getvalue().startswith("Dry run: would archive 0 conversations")
+
+
 def test_database_unreachable_retries_then_keeps_the_keys(plain_redis, settings, monkeypatch, caplog):
     """A real connection failure: the second batch finds PostgreSQL gone (nothing listens on port 1)."""
     settings.ARCHIVER = {**settings.ARCHIVER, "RETRY_ATTEMPTS": 2, "RETRY_DELAY_SECONDS": 5}

@@ -106,6 +106,20 @@ def test_the_limit_is_never_below_one_interval_plus_a_margin(health_file, settin
     assert "over the 45 min limit" in failure("--max-age-minutes", "10")
 
 
+def test_a_max_age_below_the_floor_says_which_limit_it_checks(health_file):
+    write(health_file, timedelta(minutes=12))
+    err = StringIO()
+    with freeze_time(NOW):
+        call_command("check_archiver_health", "--max-age-minutes", "10", stdout=StringIO(), stderr=err)
+    assert err.getvalue().strip() == (
+        "--max-age-minutes 10 is less than one schedule interval + 30 minutes; checking against 90 minutes instead."
+    )
+    err = StringIO()
+    with freeze_time(NOW):
+        call_command("check_archiver_health", "--max-age-minutes", "120", stdout=StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_a_max_age_that_is_not_positive_is_refused(health_file, value):
     write(health_file)

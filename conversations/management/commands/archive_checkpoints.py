@@ -67,6 +67,9 @@ class Command(BaseCommand):
         if report.healthy:
             self.stdout.write(report.summary())
             return
+        if report.dry_run:  # the summary says nothing happened; the error is what to act on
+            self.stdout.write(report.summary())
+            raise CommandError(report.error_messages[0] if report.error_messages else "the dry run counted errors")
         for message in report.error_messages[:5]:
             self.stderr.write(f"  {message}")
         raise CommandError(report.summary())

@@ -39,6 +39,11 @@ class Command(BaseCommand):
         if requested is not None and requested <= 0:
             raise CommandError(f"--max-age-minutes must be greater than 0, not {requested:g}.")
         max_age: timedelta = health_max_age(requested)
+        if requested is not None and timedelta(minutes=requested) < max_age:
+            self.stderr.write(
+                f"--max-age-minutes {requested:g} is less than one schedule interval + 30 minutes; "
+                f"checking against {max_age.total_seconds() / 60:g} minutes instead."
+            )
         verdict = check_health(max_age=max_age)
         if not verdict.healthy:
             raise CommandError(f"unhealthy: {verdict.message}")
