@@ -200,16 +200,24 @@ def _dropped(conversation: Conversation, known: Archived, start: int, now: datet
 
 
 def _mark_removed(removals: list[tuple[str, str, datetime]]) -> None:
-    table = ConversationHistory._meta.db_table
+    """Mark the rows removed from the bot's state; a removal time once set is kept."""
     time_type = "timestamptz" if connection.vendor == "postgresql" else "datetime"
+    _set_by_key("removed_at", time_type, removals, only_if="h.removed_at IS NULL")
+
+
+def _set_by_key(column: str, sql_type: str, values: list[tuple[str, str, Any]], only_if: str = "") -> None:
+    """Set `column` of each row named by (conversation_id, message_key) to its value, one
+    UPDATE ... FROM (VALUES ...) a chunk; `only_if` further limits the rows updated."""
+    table = ConversationHistory._meta.db_table
+    condition = f" AND {only_if}" if only_if else ""
     with connection.cursor() as cursor:
-        for start in range(0, len(removals), UPDATE_CHUNK):
-            chunk = removals[start : start + UPDATE_CHUNK]
+        for start in range(0, len(values), UPDATE_CHUNK):
+            chunk = values[start : start + UPDATE_CHUNK]
             cursor.execute(
-                f"UPDATE {table} AS h SET removed_at = CAST(v.removed_at AS {time_type}) "
-                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v(conversation_id, message_key, removed_at) "
-                "WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key AND h.removed_at IS NULL",
-                [value for removal in chunk for value in removal],
+                f"UPDATE {table} AS h SET {column} = CAST(v.value AS {sql_type}) "
+                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v(conversation_id, message_key, value) "
+                f"WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key{condition}",
+                [value for row in chunk for value in row],
             )
 
 
@@ -244,17 +252,8 @@ def arrange(known: Archived, keys: list[str], new: set[str]) -> tuple[dict[str, 
 
 
 def _move(moves: list[tuple[str, str, int]]) -> None:
-    """Give archived rows their new positions, one UPDATE ... FROM (VALUES ...) a chunk."""
-    table = ConversationHistory._meta.db_table
-    with connection.cursor() as cursor:
-        for start in range(0, len(moves), UPDATE_CHUNK):
-            chunk = moves[start : start + UPDATE_CHUNK]
-            cursor.execute(
-                f"UPDATE {table} AS h SET position = CAST(v.position AS integer) "
-                f"FROM (VALUES {', '.join(['(%s, %s, %s)'] * len(chunk))}) AS v(conversation_id, message_key, position) "
-                "WHERE h.conversation_id = v.conversation_id AND h.message_key = v.message_key",
-                [value for move in chunk for value in move],
-            )
+    """Give archived rows their new positions."""
+    _set_by_key("position", "integer", moves)
 
 
 def fingerprint(message: Message) -> str:
