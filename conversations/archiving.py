@@ -153,18 +153,21 @@ def longest_recent_run() -> timedelta:
         return timedelta(0)
 
 
-def required_buffer() -> timedelta:
+def required_buffer(longest: timedelta | None = None) -> timedelta:
     """What a conversation's keys must have left to outlive the next run: one schedule interval,
-    the longest recent run, and a margin. A conversation with less left is due now."""
-    return timedelta(minutes=conf.get("SCHEDULE_MINUTES") + conf.get("TTL_MARGIN_MINUTES")) + longest_recent_run()
+    the longest recent run (read from the run records unless given), and a margin. A
+    conversation with less left is due now."""
+    longest = longest_recent_run() if longest is None else longest
+    return timedelta(minutes=conf.get("SCHEDULE_MINUTES") + conf.get("TTL_MARGIN_MINUTES")) + longest
 
 
 def buffer_problem(minutes: float) -> str | None:
     """Why a TTL buffer of `minutes` would let conversations expire between two runs, or None."""
-    required = required_buffer()
+    longest_run = longest_recent_run()
+    required = required_buffer(longest_run)
     if timedelta(minutes=minutes) >= required:
         return None
-    longest = longest_recent_run().total_seconds() / 60
+    longest = longest_run.total_seconds() / 60
     return (
         f"A TTL buffer of {minutes:g} minutes lets conversations expire between two runs: it must be at least "
         f"{required.total_seconds() / 60:.1f} (the {conf.get('SCHEDULE_MINUTES')}-minute schedule + the longest recent "

@@ -252,6 +252,11 @@ def test_the_admin_shows_live_and_archived_conversations(mirrored_redis):
 # --- real bots, the archiver running between their turns ---
 
 
+def identity(message: dict[str, Any]) -> str:
+    """A message of a view: its id, or for one LangGraph shows without a stable id, its role and text."""
+    return message["id"] if message["stable_id"] else f"{message['type']}:{message['content']}"
+
+
 def ordered_union(views: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every message any view showed, once, in order of first appearance: a message new in a
     view goes right after the one before it there; at the head, before the first one already
@@ -260,7 +265,7 @@ def ordered_union(views: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     union: list[str] = []
     last: dict[str, dict[str, Any]] = {}
     for view in views:
-        keys = [m["id"] if m["stable_id"] else f"{m['type']}:{m['content']}" for m in view]
+        keys = [identity(m) for m in view]
         known = [k for k in keys if k in last]
         previous = None
         for key, m in zip(keys, view):
@@ -273,7 +278,7 @@ def ordered_union(views: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     union.append(key)
             last[key] = m
             previous = key
-    final = {m["id"] if m["stable_id"] else f"{m['type']}:{m['content']}" for m in views[-1]}
+    final = {identity(m) for m in views[-1]}
     return [
         {"type": last[k]["type"], "content": last[k]["content"], "in_state": k in final and last[k]["in_state"]}
         for k in union
