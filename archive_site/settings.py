@@ -99,6 +99,7 @@ ARCHIVER = {
     "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2, minimum=1),
     "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5, minimum=0),
     "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6, minimum=1, maximum=1200),
+    "LOCK_WAIT_SECONDS": env_int("ARCHIVER_LOCK_WAIT_SECONDS", 600, minimum=0),
 }
 # Unset, the TTL buffer follows the schedule and the run records (conversations/conf.py).
 if os.environ.get("ARCHIVER_TTL_BUFFER_MINUTES", "").strip():

@@ -26,7 +26,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -39,8 +38,9 @@ from conversations.checkpoints import Candidate, Conversation, Layout, enabled_l
 from conversations.checkpoints.base import Broken, Held, broken_with_value
 from conversations.checkpoints.redisjson import decode
 from conversations.checkpoints.client import connect, redis_errors
-from conversations.exceptions import ArchiverError, RedisUnavailable, RunInProgress
+from conversations.exceptions import ArchiverError, RunInProgress
 from conversations.health import health_document, write_health
+from conversations.locking import run_lock
 from conversations.models import ArchiveRun
 
 logger = logging.getLogger(__name__)
@@ -587,36 +587,6 @@ def _quarantine(broken: list[Broken], opts: Options, report: RunReport, count: b
         report.quarantined += 1
         if count:
             report.error(f"{b.key}: {b.error}")
-
-
-@contextmanager
-def run_lock(client: redis.Redis, skip: bool = False) -> Iterator[Callable[[], None]]:
-    """Hold the run lock; yields a function that renews it (call it after every batch)."""
-    if skip:
-        yield lambda: None
-        return
-    timeout = conf.get("LOCK_TIMEOUT_SECONDS")
-    lock = client.lock(conf.get("LOCK_KEY"), timeout=timeout, blocking=False)
-    with redis_errors():
-        acquired = lock.acquire()
-    if not acquired:
-        raise RunInProgress(
-            f"Another archival run is in progress (lock {conf.get('LOCK_KEY')!r}); exiting. "
-            f"A run that died frees it within {timeout}s."
-        )
-
-    def renew() -> None:
-        with redis_errors():
-            lock.reacquire()
-
-    try:
-        yield renew
-    finally:
-        try:
-            with redis_errors():
-                lock.release()
-        except (redis.exceptions.LockError, RedisUnavailable):
-            pass
 
 
 def _record_start(report: RunReport) -> ArchiveRun | None:

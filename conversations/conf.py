@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     # renewed it (every batch), so a killed run blocks the next one only briefly.
     "LOCK_KEY": "conversation-archiver:lock",
     "LOCK_TIMEOUT_SECONDS": 300,
+    # How long a purge or an erasure waits for the run lock, and an archive run for a purge or
+    # an erasure to release it (conversations/locking.py).
+    "LOCK_WAIT_SECONDS": 600,
     # purge_history keeps this many calendar months.
     "RETENTION_MONTHS": 6,
 }

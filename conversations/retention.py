@@ -8,6 +8,11 @@ Safety design:
 - With an export, every row is written to the file, the file is read back and counted, and
   only then are rows deleted: exactly the ids read back from the file, and only while they
   are still older than the cutoff. If the export fails, nothing is deleted.
+- An archive run writes a batch's messages and their conversation records in one transaction.
+  The purge recounts the records it touched under the run lock, after deleting the messages,
+  so a run that stored a conversation meanwhile cannot leave its record counting rows that
+  are gone. The erasure holds the lock throughout, so no run stores a message of the customer
+  while it erases (conversations/locking.py).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from conversations import conf
+from conversations.archiving import scan_batches
+from conversations.checkpoints import enabled_layouts
+from conversations.checkpoints.client import connect, redis_errors
+from conversations.locking import ERASE, PURGE, run_lock
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -120,6 +129,10 @@ def purge(
     report.oldest, report.newest = stats["oldest"], stats["newest"]
     if export is not None:
         _check_writable(export)
+    if not dry_run:
+        client = connect()
+        with redis_errors():  # the lock comes later; a Redis that is down stops the purge before it deletes
+            client.ping()
     if dry_run:
         report.conversation_records = ArchivedConversation.objects.filter(last_message_at__lt=cutoff).count()
         report.quarantined = QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff).count()
@@ -136,7 +149,8 @@ def purge(
         report.messages = _delete_in_batches(
             ConversationHistory.objects.filter(timestamp__lt=cutoff), batch_size, progress, "messages", report
         )
-    report.conversation_records = _refresh_conversation_records(cutoff, report)
+    with run_lock(client, PURGE) as renew:
+        report.conversation_records = _refresh_conversation_records(cutoff, report, renew)
     report.quarantined = _delete_in_batches(
         QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff), batch_size, progress, "quarantined checkpoints", report
     )
@@ -171,12 +185,14 @@ def _delete_in_batches(
             progress(f"deleted {total} {what}")
 
 
-def _refresh_conversation_records(cutoff: datetime, report: PurgeReport) -> int:
+def _refresh_conversation_records(cutoff: datetime, report: PurgeReport, renew: Callable[[], None]) -> int:
     """Drop the records of conversations with no message left; recount the partly purged ones."""
     gone = ArchivedConversation.objects.filter(last_message_at__lt=cutoff)
-    deleted = _delete_in_batches(gone, DELETE_BATCH, None, "conversation records", report)
+    deleted = _delete_in_batches(gone, DELETE_BATCH, lambda _: renew(), "conversation records", report)
     partial = ArchivedConversation.objects.filter(first_message_at__lt=cutoff).values_list("conversation_id", flat=True)
-    for conversation_id in partial.iterator():
+    for number, conversation_id in enumerate(partial.iterator()):
+        if number % 500 == 499:
+            renew()
         rows = ConversationHistory.objects.filter(conversation_id=conversation_id)
         facts = rows.aggregate(n=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
         if facts["n"]:
@@ -307,13 +323,16 @@ class ErasureReport:
 def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any = None) -> ErasureReport:
     """Remove every archived message of a customer (whole conversations, including their
     messages from before the customer was identified), their conversations still in Redis,
-    and quarantined values that name them."""
-    from conversations.checkpoints import enabled_layouts
-    from conversations.checkpoints.client import connect, redis_errors
-
+    and quarantined values that name them. Holds the run lock throughout (not for a dry run)."""
     customer_id = customer_id.strip()
     if not customer_id:
         raise RetentionError("The customer id is empty; give the exact customer_id to erase.")
+    client = redis_client or connect()
+    with run_lock(client, ERASE, skip=dry_run) as renew:
+        return _erase(client, customer_id, dry_run, renew)
+
+
+def _erase(client: Any, customer_id: str, dry_run: bool, renew: Callable[[], None]) -> ErasureReport:
     report = ErasureReport(customer_id=customer_id, dry_run=dry_run)
 
     conversation_ids = set(
@@ -326,9 +345,8 @@ def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any
         pk__in=RawSQL("SELECT id FROM quarantined_checkpoint WHERE position(%s::bytea in raw_value) > 0", [quoted])
     )
 
-    client = redis_client or connect()
     with redis_errors():
-        live = _live_conversations_of(client, customer_id, enabled_layouts())
+        live = _live_conversations_of(client, customer_id, enabled_layouts(), renew)
     report.live_conversations = sorted({c.conversation_id for _, c in live})
 
     if dry_run:
@@ -340,7 +358,7 @@ def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any
         for layout, conversation in live:
             if not layout.delete_many(client, [conversation])[0]:
                 report.live_changed.append(conversation.conversation_id)
-    report.messages = _delete_in_batches(rows, DELETE_BATCH, None, "messages")
+    report.messages = _delete_in_batches(rows, DELETE_BATCH, lambda _: renew(), "messages")
     ArchivedConversation.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids)).delete()
     if connection.vendor == "postgresql":
         report.quarantined = _delete_in_batches(quarantined, DELETE_BATCH, None, "quarantined checkpoints")
@@ -348,14 +366,15 @@ def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any
     return report
 
 
-def _live_conversations_of(client: Any, customer_id: str, layouts: list[Any]) -> list[tuple[Any, Any]]:
+def _live_conversations_of(
+    client: Any, customer_id: str, layouts: list[Any], renew: Callable[[], None]
+) -> list[tuple[Any, Any]]:
     """Every conversation in Redis whose state names the customer, whatever its age."""
-    from conversations.archiving import scan_batches
-
     found = []
     for layout in layouts:
         for keys in scan_batches(client, layout, conf.get("BATCH_SIZE")):
             candidates, _ = layout.probe(client, keys)
             conversations, _ = layout.load(client, candidates) if candidates else ([], [])
             found += [(layout, c) for c in conversations if c.state.customer_id == customer_id]
+            renew()
     return found

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.exceptions import RedisUnavailable
+from conversations.exceptions import ArchiverError
 from conversations.retention import RetentionError, erase_customer
 
 
@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
             report = erase_customer(opts["customer_id"], dry_run=opts["dry_run"])
-        except (RetentionError, RedisUnavailable) as exc:
+        except (RetentionError, ArchiverError) as exc:
             raise CommandError(str(exc)) from None
         if opts["verbosity"] >= 2:
             for conversation_id in report.conversations:

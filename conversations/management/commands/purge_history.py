@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import conf
+from conversations.exceptions import ArchiverError
 from conversations.retention import RetentionError, purge
 
 
@@ -37,7 +38,7 @@ class Command(BaseCommand):
             report = purge(
                 months, dry_run=opts["dry_run"], export=opts["export"], batch_size=opts["batch_size"], progress=progress
             )
-        except RetentionError as exc:
+        except (RetentionError, ArchiverError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(report.summary())
 

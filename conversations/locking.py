@@ -1,0 +1,90 @@
+"""The run lock: one Redis key that keeps archive runs, purges and erasures apart.
+
+Safety design:
+- The lock expires LOCK_TIMEOUT_SECONDS after its holder last renewed it, so a killed holder
+  blocks the others only briefly; holders renew it after every batch.
+- Its value names the holder ("archive:", "purge:", "erase:" and a random token), and only the
+  holder's own token can renew or release it.
+- An archive run that finds another archive run holding it exits at once (the next one comes
+  within the hour). One that finds a purge or an erasure waits for it, up to LOCK_WAIT_SECONDS,
+  because skipping a run could let conversations expire; they hold it for short work.
+- A purge or an erasure waits for the holder, up to LOCK_WAIT_SECONDS: an archive run stores
+  a batch's messages and its conversation records in one transaction, and the purge's
+  recount or the erasure must not interleave with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+
+from conversations import conf
+from conversations.checkpoints.client import redis_errors
+from conversations.exceptions import RedisUnavailable, RunInProgress
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE, PURGE, ERASE = "archive", "purge", "erase"
+# What each holder is called in messages.
+DOING = {ARCHIVE: "archive_checkpoints", PURGE: "purge_history", ERASE: "erase_customer"}
+
+
+def holder_of(client: redis.Redis) -> str | None:
+    """Who holds the lock now (ARCHIVE, PURGE or ERASE), or None. A lock written by an older
+    version (a bare token) counts as an archive run's."""
+    with redis_errors():
+        value = client.get(conf.get("LOCK_KEY"))
+    if value is None:
+        return None
+    kind = value.decode(errors="replace").partition(":")[0]
+    return kind if kind in DOING else ARCHIVE
+
+
+@contextmanager
+def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) -> Iterator[Callable[[], None]]:
+    """Hold the run lock as `holder`; yields a function that renews it (call it after every
+    batch). Raises RunInProgress when it cannot be had (see the module's rules)."""
+    if skip:
+        yield lambda: None
+        return
+    timeout = conf.get("LOCK_TIMEOUT_SECONDS")
+    lock = client.lock(conf.get("LOCK_KEY"), timeout=timeout)
+    token = f"{holder}:{uuid.uuid4().hex}"
+    with redis_errors():
+        acquired = lock.acquire(blocking=False, token=token)
+        if not acquired:
+            acquired = _wait(client, lock, holder, token)
+
+    def renew() -> None:
+        with redis_errors():
+            lock.reacquire()
+
+    try:
+        yield renew
+    finally:
+        try:
+            with redis_errors():
+                lock.release()
+        except (redis.exceptions.LockError, RedisUnavailable):
+            pass
+
+
+def _wait(client: redis.Redis, lock: redis.lock.Lock, holder: str, token: str) -> bool:
+    current = holder_of(client) or ARCHIVE
+    key, wait = conf.get("LOCK_KEY"), conf.get("LOCK_WAIT_SECONDS")
+    if holder == ARCHIVE and current == ARCHIVE:
+        raise RunInProgress(
+            f"Another archival run is in progress (lock {key!r}); exiting. "
+            f"A run that died frees it within {conf.get('LOCK_TIMEOUT_SECONDS')}s."
+        )
+    logger.info("Waiting up to %ss for %s to release the run lock %r", wait, DOING[current], key)
+    if lock.acquire(blocking=True, blocking_timeout=wait, token=token):
+        return True
+    raise RunInProgress(
+        f"Waited {wait}s for {DOING[holder_of(client) or current]} to release the run lock {key!r}; "
+        f"run {DOING[holder]} again later (ARCHIVER_LOCK_WAIT_SECONDS sets the wait)."
+    )
