@@ -1,4 +1,4 @@
-"""Retention and erasure: what leaves the archive, and how.
+"""Retention: what leaves the archive with age, and how (erasure.py erases one customer).
 
 Safety design:
 - The cutoff is computed once (N calendar months before now, on Europe/Madrid's calendar)
@@ -11,8 +11,7 @@ Safety design:
 - An archive run writes a batch's messages and their conversation records in one transaction.
   The purge recounts the records it touched under the run lock, after deleting the messages,
   so a run that stored a conversation meanwhile cannot leave its record counting rows that
-  are gone. The erasure holds the lock throughout, so no run stores a message of the customer
-  while it erases (conversations/locking.py).
+  are gone (conversations/locking.py).
 """
 
 from __future__ import annotations
@@ -24,23 +23,25 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
-from django.db.models import Count, Max, Min, Q
-from django.db.models.expressions import RawSQL
+from django.db import transaction
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 
-from conversations import conf
-from conversations.archiving import scan_batches
-from conversations.checkpoints import enabled_layouts
 from conversations.checkpoints.client import connect, redis_errors
-from conversations.locking import ERASE, PURGE, run_lock
-from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+from conversations.locking import PURGE, run_lock
+from conversations.models import (
+    ArchivedConversation,
+    ArchiveRun,
+    ConversationHistory,
+    QuarantinedCheckpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,22 +147,22 @@ def purge(
         if report.messages != exported:
             logger.warning("%d exported rows were no longer there to delete", exported - report.messages)
     else:
-        report.messages = _delete_in_batches(
+        report.messages = delete_in_batches(
             ConversationHistory.objects.filter(timestamp__lt=cutoff), batch_size, progress, "messages", report
         )
     with run_lock(client, PURGE) as renew:
         report.conversation_records = _refresh_conversation_records(cutoff, report, renew)
-    report.quarantined = _delete_in_batches(
+    report.quarantined = delete_in_batches(
         QuarantinedCheckpoint.objects.filter(quarantined_at__lt=cutoff), batch_size, progress, "quarantined checkpoints", report
     )
-    report.runs = _delete_in_batches(
+    report.runs = delete_in_batches(
         ArchiveRun.objects.filter(started_at__lt=cutoff), batch_size, progress, "run records", report
     )
     logger.info("%s", report.summary())
     return report
 
 
-def _delete_in_batches(
+def delete_in_batches(
     queryset: Any,
     batch_size: int,
     progress: Callable[[str], None] | None,
@@ -188,7 +189,7 @@ def _delete_in_batches(
 def _refresh_conversation_records(cutoff: datetime, report: PurgeReport, renew: Callable[[], None]) -> int:
     """Drop the records of conversations with no message left; recount the partly purged ones."""
     gone = ArchivedConversation.objects.filter(last_message_at__lt=cutoff)
-    deleted = _delete_in_batches(gone, DELETE_BATCH, lambda _: renew(), "conversation records", report)
+    deleted = delete_in_batches(gone, DELETE_BATCH, lambda _: renew(), "conversation records", report)
     partial = ArchivedConversation.objects.filter(first_message_at__lt=cutoff).values_list("conversation_id", flat=True)
     for number, conversation_id in enumerate(partial.iterator()):
         if number % 500 == 499:
@@ -293,88 +294,3 @@ def _delete_ids(ids: list[int], cutoff: datetime, report: PurgeReport) -> int:
         deleted = ConversationHistory.objects.filter(pk__in=ids, timestamp__lt=cutoff).delete()[0]
     report.timed_batch(time.monotonic() - began)
     return deleted
-
-
-# --- erasure ------------------------------------------------------------------------------
-
-
-@dataclass
-class ErasureReport:
-    customer_id: str
-    dry_run: bool = False
-    messages: int = 0
-    conversations: list[str] = field(default_factory=list)
-    live_conversations: list[str] = field(default_factory=list)
-    live_changed: list[str] = field(default_factory=list)
-    quarantined: int = 0
-
-    def summary(self) -> str:
-        verb = "Would erase" if self.dry_run else "Erased"
-        text = (
-            f"{verb} customer {self.customer_id!r}: {self.messages} archived messages in "
-            f"{len(self.conversations)} conversations, {len(self.live_conversations)} live conversations in Redis, "
-            f"{self.quarantined} quarantined checkpoints"
-        )
-        if self.live_changed:
-            text += f"; {len(self.live_changed)} live conversations changed while being erased: run again"
-        return text + "."
-
-
-def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any = None) -> ErasureReport:
-    """Remove every archived message of a customer (whole conversations, including their
-    messages from before the customer was identified), their conversations still in Redis,
-    and quarantined values that name them. Holds the run lock throughout (not for a dry run)."""
-    customer_id = customer_id.strip()
-    if not customer_id:
-        raise RetentionError("The customer id is empty; give the exact customer_id to erase.")
-    client = redis_client or connect()
-    with run_lock(client, ERASE, skip=dry_run) as renew:
-        return _erase(client, customer_id, dry_run, renew)
-
-
-def _erase(client: Any, customer_id: str, dry_run: bool, renew: Callable[[], None]) -> ErasureReport:
-    report = ErasureReport(customer_id=customer_id, dry_run=dry_run)
-
-    conversation_ids = set(
-        ConversationHistory.objects.filter(customer_id=customer_id).values_list("conversation_id", flat=True).distinct()
-    ) | set(ArchivedConversation.objects.filter(customer_id=customer_id).values_list("conversation_id", flat=True))
-    report.conversations = sorted(conversation_ids)
-    rows = ConversationHistory.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids))
-    quoted = json.dumps(customer_id, ensure_ascii=False).encode()
-    quarantined = QuarantinedCheckpoint.objects.filter(
-        pk__in=RawSQL("SELECT id FROM quarantined_checkpoint WHERE position(%s::bytea in raw_value) > 0", [quoted])
-    )
-
-    with redis_errors():
-        live = _live_conversations_of(client, customer_id, enabled_layouts(), renew)
-    report.live_conversations = sorted({c.conversation_id for _, c in live})
-
-    if dry_run:
-        report.messages = rows.count()
-        report.quarantined = quarantined.count() if connection.vendor == "postgresql" else 0
-        return report
-
-    with redis_errors():
-        for layout, conversation in live:
-            if not layout.delete_many(client, [conversation])[0]:
-                report.live_changed.append(conversation.conversation_id)
-    report.messages = _delete_in_batches(rows, DELETE_BATCH, lambda _: renew(), "messages")
-    ArchivedConversation.objects.filter(Q(customer_id=customer_id) | Q(conversation_id__in=conversation_ids)).delete()
-    if connection.vendor == "postgresql":
-        report.quarantined = _delete_in_batches(quarantined, DELETE_BATCH, None, "quarantined checkpoints")
-    logger.info("%s", report.summary())
-    return report
-
-
-def _live_conversations_of(
-    client: Any, customer_id: str, layouts: list[Any], renew: Callable[[], None]
-) -> list[tuple[Any, Any]]:
-    """Every conversation in Redis whose state names the customer, whatever its age."""
-    found = []
-    for layout in layouts:
-        for keys in scan_batches(client, layout, conf.get("BATCH_SIZE")):
-            candidates, _ = layout.probe(client, keys)
-            conversations, _ = layout.load(client, candidates) if candidates else ([], [])
-            found += [(layout, c) for c in conversations if c.state.customer_id == customer_id]
-            renew()
-    return found

@@ -102,7 +102,7 @@ def test_young_conversations_are_left_alone_unless_about_to_expire(stack_redis):
 
     assert report.archived == 1
     assert set(ConversationHistory.objects.values_list("conversation_id", flat=True)) == {"expiring"}
-    assert stack_redis.exists(f"checkpoint_latest:young:__empty__")
+    assert stack_redis.exists("checkpoint_latest:young:__empty__")
 
 
 def test_timestamps_come_from_the_checkpoints_and_never_go_backwards(stack_redis):
@@ -226,8 +226,6 @@ def test_keys_of_other_threads_survive_a_threads_deletion(stack_redis):
     assert report.archived == 0
 
     layout_keys_before = {k for k in remaining_keys(stack_redis) if b"a:b:c:" in k}
-    from conversations.archiving import Options
-    from conversations.checkpoints.saver import SaverLayout
 
     # Archive only a:b by making it due through its TTL.
     for key in stack_redis.scan_iter(match="*a:b:__empty__*"):

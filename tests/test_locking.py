@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, Max, Min
 
-from conversations import retention, storage
+from conversations import erasure, storage
 from conversations.archiving import options, run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 from conversations.retention import purge
@@ -130,13 +130,13 @@ def test_an_erasure_that_cannot_have_the_lock_says_so_and_erases_nothing(plain_r
 def test_an_erasure_holds_the_lock_as_an_erasure(plain_redis, monkeypatch):
     old_rows("conv-old", 2)
     seen = []
-    real_delete = retention._delete_in_batches
+    real_delete = erasure.delete_in_batches
 
     def spy(*args, **kwargs):
         seen.append(plain_redis.get(LOCK))
         return real_delete(*args, **kwargs)
 
-    monkeypatch.setattr(retention, "_delete_in_batches", spy)
+    monkeypatch.setattr(erasure, "delete_in_batches", spy)
     call_command("erase_customer", "cust-7", stdout=StringIO())
     assert seen and all(value is not None and value.startswith(b"erase:") for value in seen)
     assert not plain_redis.exists(LOCK)

@@ -6,7 +6,6 @@ import gzip
 import json
 from datetime import datetime, timezone as dt_timezone
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -210,3 +209,22 @@ def test_erasure_refuses_an_empty_id(plain_redis, customer_id):
     with pytest.raises(CommandError, match="The customer id is empty"):
         call_command("erase_customer", customer_id, stdout=StringIO())
     assert ConversationHistory.objects.count() == 1
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_an_id_that_matches_nothing_is_an_error_that_names_close_ids(plain_redis, dry_run):
+    for conversation_id, customer_id in (("conv-1", "cust-42"), ("conv-2", "CUST-421"), ("conv-3", "other-9")):
+        row(conversation_id, utc(2026, 1, 1), customer_id=customer_id)
+        ArchivedConversation.objects.create(
+            conversation_id=conversation_id, customer_id=customer_id, thread_id=conversation_id,
+            first_archived_at=utc(2026, 1, 1), last_archived_at=utc(2026, 1, 1),
+        )
+    with pytest.raises(CommandError) as raised:
+        call_command("erase_customer", "cust-24", *dry_run, stdout=StringIO())
+    assert str(raised.value) == (
+        "Nothing matched customer id 'cust-24': no archived message, live conversation or quarantined value names it. "
+        "Close ids: 'cust-42', 'CUST-421'."
+    )
+    with pytest.raises(CommandError, match=r"names it\. Check the id as stored"):
+        call_command("erase_customer", "zzz", *dry_run, stdout=StringIO())
+    assert ConversationHistory.objects.count() == 3 and ArchivedConversation.objects.count() == 3

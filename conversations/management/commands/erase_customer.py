@@ -5,7 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.exceptions import ArchiverError
-from conversations.retention import RetentionError, erase_customer
+from conversations.erasure import erase_customer
+from conversations.retention import RetentionError
 
 
 class Command(BaseCommand):
@@ -13,7 +14,8 @@ class Command(BaseCommand):
         "Right to erasure: remove every archived message of one customer (whole conversations, "
         "including what was said before the customer was identified), the customer's "
         "conversations still live in Redis, and quarantined values that name the customer. "
-        "Reports what it removed; --dry-run only counts."
+        "Reports what it removed; --dry-run only counts. Waits for a running archive run (the "
+        "run lock). Exits 1 when nothing matched the id, naming the closest archived ids."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
