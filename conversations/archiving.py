@@ -424,6 +424,8 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
     gone = [c.candidate.key for c, g in zip(written, removed) if g and c.candidate.key in known]
     if gone:
         _live_record(lambda: storage.forget_live(layout.name, gone), "recording archived conversations as no longer live", report)
+    if logger.isEnabledFor(logging.DEBUG):
+        _detail(written, removed, mirrored, refused)
     logger.info(
         "Batch of %d keys (%s): %d archived, %d mirrored, %d deferred, %d unreadable in %.2fs",
         batch.keys,
@@ -434,6 +436,15 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
         sum(1 for b in batch.broken + unreadable if b.counted),
         time.monotonic() - batch.began,
     )
+
+
+def _detail(written: list[Conversation], removed: list[bool], mirrored: list[Conversation], refused: dict[int, str]) -> None:
+    """The batch's conversations, one line each (-v 2, or LOG_LEVEL=DEBUG)."""
+    for conversation, gone in zip(written, removed):
+        what = "archived" if gone else "kept in Redis (refused)" if id(conversation) in refused else "deferred"
+        logger.debug("  %s %s: %d messages (%s)", what, conversation.conversation_id, len(conversation.messages), conversation.candidate.key)
+    for conversation in mirrored:
+        logger.debug("  mirrored %s: %d messages read (%s)", conversation.conversation_id, len(conversation.messages), conversation.candidate.key)
 
 
 def _live_record(action: Callable[[], None], what: str, report: RunReport) -> None:

@@ -79,6 +79,27 @@ def test_guide_log_lines(plain_redis, caplog):
     assert any(m.startswith("Completed archival run in ") and m.endswith("s") for m in messages)
 
 
+@pytest.mark.parametrize(
+    "verbosity, logged",
+    [
+        (0, set()),  # warnings and errors only
+        (1, {"INFO"}),
+        (2, {"INFO", "DEBUG"}),  # and each batch's conversations
+    ],
+)
+def test_verbosity_sets_what_the_run_logs(plain_redis, caplog, verbosity, logged):
+    seed(plain_redis)
+    with caplog.at_level(logging.INFO, logger="conversations"):
+        caplog.handler.setLevel(logging.DEBUG)
+        call_command("archive_checkpoints", verbosity=verbosity, stdout=StringIO())
+    assert {r.levelname for r in caplog.records} == logged
+    detail = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    if verbosity == 2:
+        assert detail == [f"  archived wa-msg-abc123: 2 messages ({KEY})"]
+    assert logging.getLogger("conversations").level == logging.INFO  # put back after the run
+    assert not plain_redis.exists(KEY)
+
+
 def test_verbose_and_dry_run_list_what_they_would_do(plain_redis):
     seed(plain_redis)
     out = StringIO()

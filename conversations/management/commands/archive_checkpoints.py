@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -18,7 +21,8 @@ class Command(BaseCommand):
         "same run copies the new messages of every conversation not yet due, deleting nothing "
         "(the live mirror). Safe to run again at any time: nothing is stored twice. Meant to "
         "run from cron every ARCHIVER_SCHEDULE_MINUTES; writes the health file after every run "
-        "and exits 1 when any error was counted."
+        "and exits 1 when any error was counted. -v 0 logs warnings and errors only; -v 2 adds "
+        "each batch's conversations to the log."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -60,7 +64,8 @@ class Command(BaseCommand):
         )
         progress = self.stdout.write if opts["verbosity"] >= 2 or opts["dry_run"] else None
         try:
-            report = run_archive(run, progress=progress)
+            with log_level(opts["verbosity"]):
+                report = run_archive(run, progress=progress)
         except RunInProgress as exc:
             self.stderr.write(str(exc))
             return
@@ -73,3 +78,19 @@ class Command(BaseCommand):
         for message in report.error_messages[:5]:
             self.stderr.write(f"  {message}")
         raise CommandError(report.summary())
+
+
+@contextmanager
+def log_level(verbosity: int) -> Iterator[None]:
+    """-v 0: the archiver logs warnings and errors only; -v 2 and 3: also each batch's
+    conversations (DEBUG); -v 1: as LOG_LEVEL says."""
+    logger = logging.getLogger("conversations")
+    before = logger.level
+    if verbosity == 0:
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    elif verbosity >= 2:
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
