@@ -91,6 +91,8 @@ STORAGES = {
 ARCHIVER = {
     "REDIS_URL": REDIS_URL,
     "HEALTH_FILE": os.environ.get("ARCHIVER_HEALTH_FILE", "/tmp/archiver_health.json"),
+    "METRICS_TEXTFILE": os.environ.get("ARCHIVER_METRICS_TEXTFILE", "/tmp/archiver_metrics.prom").strip(),
+    "METRICS_TOKEN": os.environ.get("ARCHIVER_METRICS_TOKEN", "").strip(),
     # The bounds are the commands' own (--cutoff-hours, --batch-size, --months).
     "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23, minimum=0),
     "MIRROR_LIVE": env_bool("ARCHIVER_MIRROR_LIVE", True),

@@ -33,7 +33,7 @@ import redis
 from django.db import DatabaseError, ProgrammingError, connection
 from django.utils import timezone
 
-from conversations import conf, storage
+from conversations import conf, metrics, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
 from conversations.checkpoints.base import Broken, Held, broken_with_value
 from conversations.checkpoints.redisjson import decode
@@ -74,6 +74,12 @@ class RunReport:
     mirror: bool = False
     mirrored: int = 0  # live conversations whose new messages were copied
     mirrored_messages: int = 0
+    # What the run leaves in Redis; `scanned` once it looked at every key.
+    scanned: bool = False
+    waiting: int = 0
+    at_risk: int = 0  # of those, with messages the archive does not hold
+    at_risk_expires_at: datetime | None = None
+    next_expiry_at: datetime | None = None
 
     @property
     def healthy(self) -> bool:
@@ -100,6 +106,23 @@ class RunReport:
         self.mirrored_messages += other.mirrored_messages
         self.errors += other.errors
         self.error_messages += other.error_messages[: MAX_RECORDED_ERRORS - len(self.error_messages)]
+        self.waiting += other.waiting
+        self.at_risk += other.at_risk
+        self.at_risk_expires_at = _earliest(self.at_risk_expires_at, other.at_risk_expires_at)
+        self.next_expiry_at = _earliest(self.next_expiry_at, other.next_expiry_at)
+
+    def left(self, candidates: list[Candidate], at: datetime, *, at_risk: bool, waiting: bool = True) -> None:
+        """Count conversations the run leaves in Redis (`waiting`), and those of them holding
+        messages the archive does not (`at_risk`), with when the first of each expires; `at`
+        is when their TTLs were read."""
+        expiries = [at + timedelta(seconds=c.ttl_seconds) for c in candidates if c.ttl_seconds is not None]
+        first = min(expiries, default=None)
+        if waiting:
+            self.waiting += len(candidates)
+            self.next_expiry_at = _earliest(self.next_expiry_at, first)
+        if at_risk:
+            self.at_risk += len(candidates)
+            self.at_risk_expires_at = _earliest(self.at_risk_expires_at, first)
 
     def summary(self) -> str:
         if self.dry_run:
@@ -116,6 +139,10 @@ class RunReport:
         if not self.mirror:
             return ""
         return f" and {verb} {self.mirrored} live conversations ({self.mirrored_messages} new messages)"
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def options(
@@ -203,6 +230,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
                         renew()
             finally:
                 writer.close()
+            report.scanned = True
             if opts.mirror:
                 logger.info("Mirrored %d live conversations (%d new messages)", report.mirrored, report.mirrored_messages)
             if not opts.dry_run:
@@ -229,7 +257,18 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
             logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
             report.error(f"health file: {exc}")
         _record_finish(run, report)  # after the health file, so the record counts its failure too
+        _write_metrics()
     return report
+
+
+def _write_metrics() -> None:
+    """After the run record: the textfile's counters include this run. A failure is logged and
+    not counted (the run is recorded already); the file's last-run time then goes stale,
+    which is what the alerts watch."""
+    try:
+        metrics.write_textfile()
+    except (OSError, DatabaseError) as exc:
+        logger.error("Cannot write the metrics file %s: %s", conf.get("METRICS_TEXTFILE"), exc)
 
 
 def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[list[str]]:
@@ -279,6 +318,7 @@ class Batch:
     broken: list[Broken]
     began: float
     live: list[Candidate] = field(default_factory=list)
+    probed_at: datetime | None = None  # when the candidates' TTLs were read
 
 
 def read_batch(
@@ -294,14 +334,17 @@ def read_batch(
     began = time.monotonic()
     with redis_errors():
         candidates, broken = layout.probe(client, keys)
+    probed_at = timezone.now()
     due, live = [], []
     for candidate in candidates:
         (due if is_due(candidate, opts) else live).append(candidate)
-    live = live if opts.mirror else []
     _mark(broken, layout)
     if not opts.dry_run:
+        # Left in Redis; without the mirror, what they hold is not archived.
+        report.left(live, probed_at, at_risk=not opts.mirror)
         _found(report, len(due) + sum(1 for b in broken if b.counted))
-        return Batch(layout, len(keys), due, broken, began, live)
+        return Batch(layout, len(keys), due, broken, began, live if opts.mirror else [], probed_at)
+    live = live if opts.mirror else []
 
     live = changed(live, _live_threads(layout, live))
     with redis_errors():
@@ -421,6 +464,7 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
             )
     report.archived += archived
     report.deferred += deferred
+    _count_left(batch, unreadable, written, removed, live, mirrored, report)
     gone = [c.candidate.key for c, g in zip(written, removed) if g and c.candidate.key in known]
     if gone:
         _live_record(lambda: storage.forget_live(layout.name, gone), "recording archived conversations as no longer live", report)
@@ -436,6 +480,25 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
         sum(1 for b in batch.broken + unreadable if b.counted),
         time.monotonic() - batch.began,
     )
+
+
+def _count_left(
+    batch: Batch, unreadable: list[Broken], written: list[Conversation], removed: list[bool],
+    live: list[Candidate], mirrored: list[Conversation], report: RunReport,
+) -> None:
+    """The due conversations the batch did not archive stay in Redis with messages the archive
+    lacks (deferred, refused, failed), as do the changed live ones it could not mirror. A
+    quarantined value is kept whole, so it is not counted as at risk."""
+    at = batch.probed_at or timezone.now()
+    archived = {c.candidate.key for c, gone in zip(written, removed) if gone}
+    quarantined = {b.key for b in batch.broken + unreadable}
+    left = [
+        c for c in batch.due
+        if c.key not in archived and c.key not in quarantined and c.checkpoint_key not in quarantined
+    ]
+    report.left(left, at, at_risk=True)
+    copied = {c.candidate.key for c in mirrored}
+    report.left([c for c in live if c.key not in copied], at, at_risk=True, waiting=False)
 
 
 def _detail(written: list[Conversation], removed: list[bool], mirrored: list[Conversation], refused: dict[int, str]) -> None:
@@ -628,6 +691,11 @@ def _record_finish(run: ArchiveRun | None, report: RunReport) -> None:
         errors=report.errors,
         error_messages="\n".join(report.error_messages),
     )
+    if report.scanned:
+        fields.update(
+            waiting=report.waiting, at_risk=report.at_risk,
+            at_risk_expires_at=report.at_risk_expires_at, next_expiry_at=report.next_expiry_at,
+        )
     try:
         connection.close_if_unusable_or_obsolete()
         if run is None:

@@ -35,6 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_ATTEMPTS": 2,
     "RETRY_DELAY_SECONDS": 5,
     "HEALTH_FILE": "/tmp/archiver_health.json",
+    # Prometheus metrics (conversations/metrics.py): written here after every run, for
+    # node_exporter's textfile collector ("" writes none); and served at /metrics, which asks
+    # for "Authorization: Bearer <token>" when a token is set.
+    "METRICS_TEXTFILE": "/tmp/archiver_metrics.prom",
+    "METRICS_TOKEN": "",
     # How often cron starts archive_checkpoints (60, 30 or 15; settings.py turns it into the
     # crontab schedule), and how old the health file's last_run may be before
     # check_archiver_health fails (never less than one interval plus 30 minutes).

@@ -163,6 +163,18 @@ class ArchiveRun(models.Model):
     quarantined = models.IntegerField(default=0)
     errors = models.IntegerField(default=0)
     error_messages = models.TextField(blank=True)
+    # What the run left in Redis (empty when it could not look at every key): the metrics'
+    # "at risk" gauges are read from the newest run that could.
+    waiting = models.IntegerField(null=True, blank=True, help_text="Conversations left in Redis.")
+    at_risk = models.IntegerField(
+        null=True, blank=True, help_text="Of those, the ones with messages the archive does not hold."
+    )
+    at_risk_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the first of those expires from Redis unless the bot writes again."
+    )
+    next_expiry_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the first conversation left in Redis expires, archived or not."
+    )
 
     class Meta:
         db_table = "archive_run"

@@ -77,6 +77,7 @@ def _configure(settings, tmp_path: Path, url: str) -> None:
         **settings.ARCHIVER,
         "REDIS_URL": url,
         "HEALTH_FILE": str(tmp_path / "archiver_health.json"),
+        "METRICS_TEXTFILE": str(tmp_path / "archiver_metrics.prom"),
         "RETRY_DELAY_SECONDS": 0,
         # The archiving tests see archiving alone; tests/test_mirror.py turns the mirror on.
         "MIRROR_LIVE": False,

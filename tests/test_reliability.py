@@ -384,7 +384,8 @@ def test_a_full_disk_for_the_health_file_is_a_clear_error_and_loses_nothing(plai
     assert f"health file: [Errno {errno.ENOSPC}] No space left on device" in err.getvalue()
     assert ConversationHistory.objects.count() == 6 and plain_redis.dbsize() == 0  # archived, nothing lost
     assert json.loads(health_file.read_text()) == {"status": "healthy", "previous": True}  # never half-written
-    assert sorted(p.name for p in health_file.parent.iterdir()) == [health_file.name]  # no temporary file left
+    left = sorted(p.name for p in health_file.parent.iterdir())
+    assert left == ["archiver_health.json", "archiver_metrics.prom"]  # no temporary file left
     run = ArchiveRun.objects.get()
     assert (run.status, run.errors) == ("unhealthy", 1)  # the run record agrees with the exit code
     assert "No space left on device" in run.error_messages
