@@ -15,9 +15,12 @@ class Command(BaseCommand):
         "Enforce the retention policy: delete archived messages older than --months calendar "
         "months (counted on the Europe/Madrid calendar), with the quarantined checkpoints, "
         "conversation records and run records of the same age. Deletes in small batches, each "
-        "its own transaction, so it can be stopped and run again. With --export, every row is "
-        "first written to a JSON Lines file (gzip when the name ends in .gz) and checked; "
-        "nothing is deleted if that fails. Meant to run daily from cron."
+        "its own transaction, so it can be stopped and run again. With --export, every message "
+        "row is first written to a JSON Lines file (gzip when the name ends in .gz) and checked; "
+        "nothing is deleted if that fails (the conversation records, quarantined values and run "
+        "records it deletes are not exported). Recounts the conversation records under the "
+        "archiver's run lock, so it needs Redis and waits for a running archive run. Meant to "
+        "run daily from cron."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -26,7 +29,7 @@ class Command(BaseCommand):
             help=f"Keep this many calendar months (default {conf.get('RETENTION_MONTHS')}, the RETENTION_MONTHS setting).",
         )
         parser.add_argument("-n", "--dry-run", action="store_true", help="Count what would go; delete nothing.")
-        parser.add_argument("--export", type=Path, default=None, metavar="PATH", help="Write the rows to PATH before deleting them.")
+        parser.add_argument("--export", type=Path, default=None, metavar="PATH", help="Write the message rows to PATH before deleting them.")
         parser.add_argument("--batch-size", type=int, default=5000, help="Rows per delete transaction (default 5000).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
