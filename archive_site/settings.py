@@ -8,6 +8,7 @@ for the web admin; the archive commands themselves need neither.
 import os
 import shlex
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -35,11 +36,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_crontab",
+    "axes",
     "conversations",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "conversations.middleware.RejectNulBytes",
     # Serves the admin's static files from STATIC_ROOT under gunicorn (no separate web server).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -48,7 +51,29 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Login throttling (django-axes): last, as its documentation asks.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling for the admin (django-axes): after ARCHIVER_LOGIN_FAILURE_LIMIT wrong
+# passwords for one user from one address, that pair is locked out for
+# ARCHIVER_LOGIN_COOLOFF_MINUTES (a 429 page); a successful login resets the count. Behind a
+# proxy, set ARCHIVER_LOGIN_PROXY_COUNT to the number of proxies in front of the web service,
+# so the address is the client's (X-Forwarded-For), not the proxy's.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ARCHIVER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ARCHIVER_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
+AXES_VERBOSE = False
+_proxies = env_int("ARCHIVER_LOGIN_PROXY_COUNT", 0, minimum=0)
+if _proxies:
+    AXES_IPWARE_PROXY_COUNT = _proxies
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
 
 ROOT_URLCONF = "archive_site.urls"
 WSGI_APPLICATION = "archive_site.wsgi.application"
@@ -118,6 +143,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "conversations": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Every server error of the web service, with its traceback, and every refused request.
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "axes": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }
 

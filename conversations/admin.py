@@ -22,12 +22,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
 from django.contrib.postgres.search import SearchQuery, SearchVectorField
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Exists, F, Func, OuterRef, Q, QuerySet
+from django.db.models.functions import Length, Substr
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -35,7 +38,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread, QuarantinedCheckpoint
-from conversations.paginators import EstimatedCountPaginator
+from conversations.paginators import ArchivePaginator
 
 TRANSCRIPT_PAGE_SIZE = 200
 TRANSCRIPT_URL_NAME = "conversations_conversationhistory_transcript"
@@ -43,9 +46,18 @@ TRANSCRIPT_URL_NAME = "conversations_conversationhistory_transcript"
 RAW_VALUE_SHOWN_BYTES = 64 * 1024
 HEX_LINE_BYTES = 16
 EXCERPT_CHARS = 120
+# A transcript shows this much of each message; the message's own page shows all of it.
+TRANSCRIPT_MESSAGE_CHARS = 10_000
 ROLES = ("human", "ai", "tool", "system")
 # Control characters other than tab and newlines: a value holding one is shown as hex.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What could make a text look like something else: bidirectional controls (U+202E turns
+# "gnp.exe" into "exe.png") and control characters. Shown as visible marks.
+DISGUISING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The lookups Django's own list filters put in the URL (dates: a range; choices: exact).
+FILTER_LOOKUPS = ("gte", "lt", "exact", "isnull")
+# `customer:ID` and `conversation:ID` in a search, beside words or alone.
+SEARCH_ID = re.compile(r"(?:^|\s)(customer|conversation):(\S+)")
 
 admin.site.site_header = "Conversation archive"
 admin.site.site_title = "Conversation archive"
@@ -69,6 +81,12 @@ def local_time_column(field: str, description: str, sortable: bool = False) -> A
         return local_time(getattr(obj, field))
 
     return column
+
+
+def visible(text: str) -> str:
+    """The text with every bidirectional control and control character shown as a mark
+    (⟨U+202E⟩), so it reads as it is stored; newlines and tabs stay."""
+    return DISGUISING.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
 
 
 def pretty_json(value: Any) -> str:
@@ -106,14 +124,80 @@ def filter_by_words(queryset: QuerySet[ConversationHistory], words: str) -> Quer
     return queryset.filter(condition)
 
 
+class ArchiveChangeList(ChangeList):
+    """Orders every list so that an index serves it and no two rows tie (a row then appears on
+    exactly one page), and shows the page the paginator served."""
+
+    def _get_deterministic_ordering(self, ordering: list[Any]) -> list[Any]:
+        ordering = super()._get_deterministic_ordering(ordering)
+        follows = getattr(self.model_admin, "index_order", {})
+        result: list[Any] = []
+        for item in ordering:
+            result.append(item)
+            if isinstance(item, str) and item.lstrip("-") in follows:
+                follow = ("-" if item.startswith("-") else "") + follows[item.lstrip("-")]
+                if follow not in ordering:
+                    result.append(follow)
+        return result
+
+    @property
+    def clear_search_url(self) -> str:
+        """This list without its search (its filters kept)."""
+        return self.get_query_string(remove=[SEARCH_VAR])
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        if self.multi_page and not self.paginator.open_ended:
+            self.page_num = min(self.page_num, self.paginator.num_pages)
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """View only, for everyone; cheap on big tables."""
 
     actions = None
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
-    paginator = EstimatedCountPaginator
     list_per_page = 100
+    list_max_show_all = 0  # "Show all" would load a whole search (and dropped it beside one)
+    # The noun of the result count under the list.
+    count_noun = ("row", "rows")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ArchiveChangeList
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:  # a malformed date, say: an error, not the whole archive
+            raise BadRequest(f"Invalid filter: {exc}") from exc
+
+    def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
+        """Only what the declared filters send: a lookup typed into the URL
+        (content__icontains=..., metadata__note__icontains=...) would scan the whole table.
+        Anything else is refused with 400."""
+        for item in self.list_filter:
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                if lookup == item.parameter_name:
+                    return True
+                continue
+            field = item[0] if isinstance(item, (list, tuple)) else item
+            if lookup == field or lookup in {f"{field}__{suffix}" for suffix in FILTER_LOOKUPS}:
+                return True
+        return False
+
+    def get_paginator(
+        self, request: HttpRequest, queryset: QuerySet[Any], per_page: int, orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> ArchivePaginator:
+        exact = getattr(request, "exact_search", False)
+        return ArchivePaginator(queryset, per_page, orphans, allow_empty_first_page, exact=exact)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> tuple[QuerySet[Any], bool]:
+        """Exact ids only: what an index counts cheaply."""
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        exact_only = all(field.endswith("__exact") for field in self.search_fields or ())
+        request.exact_search = exact_only and bool(search_term.strip())  # type: ignore[attr-defined]
+        return queryset, duplicates
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -155,24 +239,31 @@ class TranscriptEntry:
     metadata: str | None
     removed_at: datetime | None  # when the bot removed it from its state
     subgraph: str  # the namespace of a message only a subgraph had, else ""
+    length: int = 0  # of the whole text, when the transcript shows only its start
+    url: str = ""  # the message's own page, which shows the whole text
 
     @classmethod
     def from_row(cls, row: ConversationHistory) -> TranscriptEntry:
-        content = row.content
-        if row.role == "tool":
+        """`row` comes with `content_head` (the first TRANSCRIPT_MESSAGE_CHARS characters) and
+        `content_length`: a message of a megabyte does not make a page of a megabyte."""
+        content = row.content_head
+        shortened = row.content_length > len(content)
+        if row.role == "tool" and not shortened:
             content = _pretty_if_json(content)
         return cls(
             position=row.position,
             role=row.role,
             name=row.name,
             when=row.timestamp,
-            content=content,
+            content=visible(content) + ("…" if shortened else ""),
             tool_calls=pretty_json(row.tool_calls) if row.tool_calls else None,
             tool_call_id=row.tool_call_id,
             content_blocks=pretty_json(row.content_blocks) if row.content_blocks else None,
             metadata=pretty_json(row.metadata) if row.metadata else None,
             removed_at=row.removed_at,
             subgraph=row.checkpoint_ns if row.source != "plain" else "",  # the plain layout's is its key's suffix
+            length=row.content_length if shortened else 0,
+            url=reverse("admin:conversations_conversationhistory_change", args=[row.pk]) if shortened else "",
         )
 
 
@@ -197,8 +288,14 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
     # Plain `=` lookups, which the (customer_id, timestamp) and (conversation_id, position)
     # indexes serve; "=customer_id" would become UPPER(..) = UPPER(..) and scan.
     search_fields = ("customer_id__exact", "conversation_id__exact")
-    search_help_text = "A customer id or conversation id (exact), or words from the messages."
+    search_help_text = (
+        'A customer id or conversation id (exact), or words from the messages ("a phrase", OR, -word); '
+        "customer:ID or conversation:ID beside words searches one customer's or conversation's messages."
+    )
     ordering = ("-timestamp", "-pk")
+    count_noun = ("message", "messages")
+    # A sort by customer or conversation continues along the index that serves it.
+    index_order = {"customer_id": "timestamp", "conversation_id": "position"}
     fields = (
         "transcript",
         "conversation_id",
@@ -237,12 +334,26 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        ids = {kind: value for kind, value in SEARCH_ID.findall(term)}
+        words = SEARCH_ID.sub(" ", term).strip()
+        if ids:
+            if "customer" in ids:
+                queryset = queryset.filter(customer_id=ids["customer"])
+            if "conversation" in ids:
+                queryset = queryset.filter(conversation_id=ids["conversation"])
+            request.exact_search = not words  # type: ignore[attr-defined]
+            return (filter_by_words(queryset, words) if words else queryset), False
         exact = Q()
         for lookup in self.search_fields:
             exact |= Q(**{lookup: term})
         if self.model._default_manager.filter(exact).exists():
+            request.exact_search = True  # type: ignore[attr-defined]
             return queryset.filter(exact), False
         return filter_by_words(queryset, term), False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConversationHistory]:
+        # The list shows an excerpt: it never loads a whole message (some are megabytes).
+        return super().get_queryset(request).defer("content").annotate(content_start=Substr("content", 1, EXCERPT_CHARS * 2))
 
     when = local_time_column("timestamp", "when", sortable=True)
 
@@ -251,12 +362,12 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         return format_html(
             '<a href="{}" title="Open the transcript">{}</a>',
             transcript_url(obj.conversation_id, obj.position),
-            obj.conversation_id,
+            visible(obj.conversation_id),
         )
 
     @admin.display(description="text")
     def excerpt(self, obj: ConversationHistory) -> str:
-        text = " ".join(obj.content.split())
+        text = visible(" ".join(obj.content_start.split()))
         if len(text) > EXCERPT_CHARS:
             text = text[: EXCERPT_CHARS - 1] + "…"
         if not text and obj.tool_calls:
@@ -276,7 +387,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="content")
     def content_text(self, obj: ConversationHistory) -> str:
-        return format_html('<pre class="message-text">{}</pre>', obj.content)
+        return format_html('<pre class="message-text">{}</pre>', visible(obj.content))
 
     @admin.display(description="tool calls")
     def tool_calls_json(self, obj: ConversationHistory) -> str:
@@ -290,7 +401,12 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         conversation_id = unquote(conversation_id)
-        messages = ConversationHistory.objects.filter(conversation_id=conversation_id).order_by("position", "pk")
+        messages = (
+            ConversationHistory.objects.filter(conversation_id=conversation_id)
+            .defer("content")
+            .annotate(content_length=Length("content"), content_head=Substr("content", 1, TRANSCRIPT_MESSAGE_CHARS))
+            .order_by("position", "pk")
+        )
         conversation = ArchivedConversation.objects.filter(conversation_id=conversation_id).first()
         paginator = Paginator(messages, TRANSCRIPT_PAGE_SIZE)
         if conversation is None and paginator.count == 0:
@@ -304,6 +420,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
             "title": f"Conversation {conversation_id}",
             "conversation_id": conversation_id,
             "conversation": conversation,
+            "summary": visible(conversation.summary) if conversation and conversation.summary else "",
             "customer_id": customer_id,
             "customer_url": f"{changelist}?{urlencode({'q': customer_id})}" if customer_id else None,
             "live": live_threads(conversation_id).order_by("-mirrored_at").first(),
@@ -345,6 +462,7 @@ def _tool_names(tool_calls: Any) -> list[str]:
 
 @admin.register(ArchivedConversation)
 class ArchivedConversationAdmin(ReadOnlyAdmin):
+    count_noun = ("conversation", "conversations")
     list_display = ("conversation_id", "customer_id", "state", "first_message", "last_message", "message_count", "transcript")
     list_filter = (StateFilter, ("last_message_at", admin.DateFieldListFilter))
     search_fields = ("customer_id__exact", "conversation_id__exact")
@@ -378,7 +496,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="summary")
     def summary_text(self, obj: ArchivedConversation) -> str:
-        return format_html('<pre class="message-text">{}</pre>', obj.summary) if obj.summary else "-"
+        return format_html('<pre class="message-text">{}</pre>', visible(obj.summary)) if obj.summary else "-"
 
     first_message = local_time_column("first_message_at", "first message", sortable=True)
 
@@ -391,6 +509,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
 
 @admin.register(ArchiveRun)
 class ArchiveRunAdmin(ReadOnlyAdmin):
+    count_noun = ("run", "runs")
     list_display = (
         "started",
         "finished",
@@ -450,6 +569,7 @@ def hex_dump(data: bytes) -> str:
 
 @admin.register(QuarantinedCheckpoint)
 class QuarantinedCheckpointAdmin(ReadOnlyAdmin):
+    count_noun = ("quarantined value", "quarantined values")
     list_display = ("quarantined", "key", "source", "redis_type", "error_excerpt")
     list_filter = ("source", ("quarantined_at", admin.DateFieldListFilter))
     search_fields = ("key__icontains", "error__icontains")

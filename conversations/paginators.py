@@ -1,32 +1,75 @@
-"""A paginator for tables with millions of rows.
+"""A paginator for tables with millions of rows, where every row can still be reached.
 
-Django's Paginator runs COUNT(*) over the whole filtered queryset on every changelist
-page; on conversation_history that scan costs more than the page itself. On PostgreSQL
-this one never counts more than COUNT_CAP rows: an unfiltered list takes the planner's
-row estimate for the table (pg_class.reltuples, kept fresh by autovacuum), a filtered one
-counts at most COUNT_CAP + 1 rows and, when there are more, takes the planner's estimate
-for the query. Such counts are flagged `estimated` so the page can say so. Elsewhere
-(SQLite) it counts as Django does.
+Django's Paginator runs COUNT(*) over the whole filtered queryset on every changelist page,
+and then trusts that count to say which pages exist. On conversation_history a full count
+costs more than the page itself, and an estimate in its place offers pages that are empty
+or hides rows that exist. This one counts exactly where that is cheap and never lets the
+count decide what can be reached:
+
+- `exact=True` (the admin passes it for a customer or conversation id search, which an index
+  counts in milliseconds), or any list of at most COUNT_CAP rows: an exact count, and pages
+  as Django makes them; a page number past the end shows the last page.
+- Longer lists (on PostgreSQL): the count stops at COUNT_CAP ("more than 10,000"), or is
+  the planner's estimate for the whole table ("about 2,015,121"), and is labelled so. A page
+  is read as per_page + 1 rows at its offset: the extra row says whether a next page
+  exists, so the links reach one page further each time, to the very last row, and a page
+  number past the end shows an empty page of the same search (never the whole archive).
+Elsewhere (SQLite) it counts as Django does.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
-from django.core.paginator import Paginator
+from django.core.paginator import Page, PageNotAnInteger, Paginator
 from django.db import connections
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
-# Below this many rows an exact count is cheap enough to run on every page.
+# Up to this many rows an exact count is cheap enough to run on every page.
 COUNT_CAP = 10_000
+# A page number beyond this is read as this one (an OFFSET PostgreSQL can take).
+MAX_PAGE = 10_000_000
 
 
-class EstimatedCountPaginator(Paginator):
-    """Exact counts up to COUNT_CAP rows, PostgreSQL's estimate beyond."""
+class ArchivePaginator(Paginator):
+    """Exact counts where cheap, labelled counts otherwise, and every row reachable."""
 
-    estimated: bool = False
+    def __init__(self, object_list: Any, per_page: int, *args: Any, exact: bool = False, **kwargs: Any) -> None:
+        super().__init__(object_list, per_page, *args, **kwargs)
+        self.exact = exact
+        self._estimated = False
+        self._capped = False
+        self.past_end = False  # the page asked for lies past the last row
+        self._reached = 0  # the pages known to exist, from the pages read
+
+    @property
+    def estimated(self) -> bool:
+        """The count is the planner's estimate for the whole table."""
+        return self.count >= 0 and self._estimated
+
+    @property
+    def capped(self) -> bool:
+        """The count stopped at COUNT_CAP."""
+        return self.count >= 0 and self._capped
+
+    @property
+    def open_ended(self) -> bool:
+        return self.estimated or self.capped
+
+    @property
+    def label(self) -> str:
+        """The count as the list shows it: "15,000", "more than 10,000", "about 2,015,121"."""
+        if self.capped:
+            return f"more than {COUNT_CAP:,}"
+        if self.estimated:
+            return f"about {self.count:,}"
+        return f"{self.count:,}"
+
+    @property
+    def singular(self) -> bool:
+        return self.count == 1 and not self.open_ended
 
     @cached_property
     def count(self) -> int:
@@ -34,34 +77,55 @@ class EstimatedCountPaginator(Paginator):
         if not isinstance(queryset, QuerySet) or connections[queryset.db].vendor != "postgresql":
             return super().count
         queryset = queryset.order_by()
-        if self._unfiltered(queryset):
-            rows = self._table_estimate(queryset)
+        if self.exact:
+            return queryset.count()
+        if _unfiltered(queryset):
+            rows = _table_estimate(queryset)
             if rows > COUNT_CAP:
-                self.estimated = True
+                self._estimated = True
                 return rows
         capped = queryset[: COUNT_CAP + 1].count()
-        if capped <= COUNT_CAP:
-            return capped
-        self.estimated = True
-        return max(capped, self._query_estimate(queryset))
+        self._capped = capped > COUNT_CAP
+        return capped
 
-    @staticmethod
-    def _unfiltered(queryset: QuerySet[Any]) -> bool:
-        query = queryset.query
-        return not query.where and not query.distinct and query.low_mark == 0 and query.high_mark is None
+    @property
+    def num_pages(self) -> int:  # type: ignore[override]
+        if not self.open_ended:
+            return max(1, math.ceil(self.count / self.per_page)) if self.count or self.allow_empty_first_page else 0
+        return max(self._reached, 1)
 
-    @staticmethod
-    def _table_estimate(queryset: QuerySet[Any]) -> int:
-        """The planner's row count for the table; -1 when it was never analysed."""
-        with connections[queryset.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                [connections[queryset.db].ops.quote_name(queryset.model._meta.db_table)],
-            )
-            row = cursor.fetchone()
-        return int(row[0]) if row and row[0] is not None else -1
+    def validate_number(self, number: Any) -> int:
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("That page number is not an integer") from None
+        number = min(max(number, 1), MAX_PAGE)  # a page before the first is the first
+        if not self.open_ended and number > self.num_pages:
+            return self.num_pages  # past the end: the last page, of the same search
+        return number
 
-    @staticmethod
-    def _query_estimate(queryset: QuerySet[Any]) -> int:
-        plan = json.loads(queryset.explain(format="json"))
-        return int(plan[0]["Plan"]["Plan Rows"])
+    def page(self, number: Any) -> Page:
+        number = self.validate_number(number)
+        if not self.open_ended:
+            return super().page(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        self.past_end = not rows and number > 1
+        self._reached = number + (len(rows) > self.per_page)
+        return self._get_page(rows[: self.per_page], number, self)
+
+
+def _unfiltered(queryset: QuerySet[Any]) -> bool:
+    query = queryset.query
+    return not query.where and not query.distinct and query.low_mark == 0 and query.high_mark is None
+
+
+def _table_estimate(queryset: QuerySet[Any]) -> int:
+    """The planner's row count for the table; -1 when it was never analysed."""
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+            [connections[queryset.db].ops.quote_name(queryset.model._meta.db_table)],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else -1

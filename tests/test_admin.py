@@ -313,7 +313,7 @@ def test_times_are_shown_in_madrid(support: Client, archive: dict[str, Any]) -> 
 
 def test_the_changelist_never_counts_the_whole_table(support: Client, archive: dict[str, Any]) -> None:
     counts = []
-    for params in ({}, {"role": "human"}, {"q": "cust-1"}, {"q": "refund"}):
+    for params in ({}, {"role": "human"}, {"q": "refund"}):
         with CaptureQueriesContext(connection) as queries:
             assert support.get(changelist("conversationhistory"), params).status_code == 200
         counts += [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
@@ -322,19 +322,33 @@ def test_the_changelist_never_counts_the_whole_table(support: Client, archive: d
         assert "LIMIT" in sql.upper(), sql
 
 
-def test_the_paginator_estimates_beyond_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_paginator_counts_exactly_where_cheap_and_labels_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(paginators, "COUNT_CAP", 5)
     for i in range(12):
         message("conv-p", i, f"text {i}", role="ai" if i < 3 else "human")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE conversation_history")
-    everything = paginators.EstimatedCountPaginator(ConversationHistory.objects.all(), 4)
-    assert everything.count == 12 and everything.estimated
-    few = paginators.EstimatedCountPaginator(ConversationHistory.objects.filter(role="ai"), 4)
-    assert few.count == 3 and not few.estimated
-    many = paginators.EstimatedCountPaginator(ConversationHistory.objects.filter(role="human"), 4)
-    assert many.count >= 6 and many.estimated
-    assert len(many.page(1).object_list) == 4
+    everything = paginators.ArchivePaginator(ConversationHistory.objects.order_by("pk"), 4)
+    assert (everything.count, everything.estimated, everything.label) == (12, True, "about 12")
+    few = paginators.ArchivePaginator(ConversationHistory.objects.filter(role="ai"), 4)
+    assert (few.count, few.open_ended, few.label) == (3, False, "3")
+    many = paginators.ArchivePaginator(ConversationHistory.objects.filter(role="human").order_by("pk"), 4)
+    assert (many.capped, many.label) == (True, "more than 5")
+    exact = paginators.ArchivePaginator(ConversationHistory.objects.filter(role="human"), 4, exact=True)
+    assert (exact.count, exact.open_ended, exact.num_pages) == (9, False, 3)
+    assert exact.page(7).number == 3  # past the end: the last page
+
+    # Open-ended: each page says whether one more exists, up to the last row, each row once.
+    seen, number = [], 1
+    while True:
+        page = many.page(number)
+        seen += [row.pk for row in page.object_list]
+        if not page.has_next():
+            break
+        number += 1
+    assert number == 3 and sorted(seen) == sorted(ConversationHistory.objects.filter(role="human").values_list("pk", flat=True))
+    past = many.page(40)
+    assert list(past.object_list) == [] and many.past_end
 
 
 # --- transcripts ----------------------------------------------------------------------------
