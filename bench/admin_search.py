@@ -30,10 +30,10 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlsplit, urlunsplit
 
 import psycopg
 
@@ -115,6 +115,22 @@ FROM generate_series(0::bigint, %(conversations)s) AS c,
 LIMIT %(rows)s
 """
 
+# One heavy customer: 15,000 messages in 30 conversations whose messages share their
+# conversation's timestamp (only a unique key orders them: paging must still show each once).
+HEAVY_SQL = """
+INSERT INTO conversation_history (
+    conversation_id, customer_id, "timestamp", role, content, message_id, position, metadata,
+    message_key, source, thread_id, checkpoint_ns, checkpoint_id, archived_at)
+SELECT 'conv-heavy-' || (i / 500), 'cust-heavy', now() - interval '2 days' - (i / 500) * interval '1 hour',
+       CASE WHEN i %% 2 = 0 THEN 'human' ELSE 'ai' END,
+       CASE WHEN i %% 2 = 0 THEN 'Hola, quería saber el estado de mi pedido ORD-' || i ELSE 'Your order is on its way.' END,
+       'heavy-' || i, i %% 500, '{}'::jsonb, 'heavy-' || i, 'plain', 'conv-heavy-' || (i / 500), '', 'cp-heavy', now()
+FROM generate_series(0, 14999) AS i
+"""
+
+# The customers, conversations and orders the searches pick from: not the heavy customer.
+ORDINARY = "WHERE customer_id <> 'cust-heavy'"
+
 CONVERSATIONS_SQL = """
 INSERT INTO archived_conversation (conversation_id, customer_id, thread_id, summary, first_message_at,
     last_message_at, message_count, first_archived_at, last_archived_at)
@@ -180,6 +196,7 @@ def seed(rows: int) -> dict[str, Any]:
         cursor.execute("SET synchronous_commit = off")
         cursor.execute("SET maintenance_work_mem = '512MB'")
         figures["seed_messages_s"] = timed(lambda: cursor.execute(SEED_SQL, params))
+        cursor.execute(HEAVY_SQL, {})
         figures["seed_conversations_s"] = timed(lambda: cursor.execute(CONVERSATIONS_SQL))
     figures["migrate_rest_s"] = timed(lambda: call_command("migrate", verbosity=0))
     with connection.cursor() as cursor:
@@ -351,13 +368,15 @@ def main() -> None:
         client = support_client()
         n = args.requests
         changelist = reverse("admin:conversations_conversationhistory_changelist")
-        customers = sample("SELECT DISTINCT customer_id FROM archived_conversation", n + WARM_UP)
-        conversations = sample("SELECT conversation_id FROM archived_conversation", n + WARM_UP)
+        customers = sample(f"SELECT DISTINCT customer_id FROM archived_conversation {ORDINARY}", n + WARM_UP)
+        conversations = sample(f"SELECT conversation_id FROM archived_conversation {ORDINARY}", n + WARM_UP)
         orders = sample(
             "SELECT DISTINCT 'ORD-' || lpad(((substr(conversation_id, 6)::int * 37) %% 1000000)::text, 6, '0') "
-            "FROM archived_conversation",
+            f"FROM archived_conversation {ORDINARY}",
             n + WARM_UP,
         )
+        deep = max(2, min(1000, args.rows // 2000))  # a page deep into the list (1,000 at 2,000,000 rows)
+        week_ago = quote_plus((datetime.now(timezone.utc) - timedelta(days=7)).isoformat())
         rows = [
             measure(client, "search customer_id", [f"{changelist}?q={c}" for c in customers]),
             measure(client, "search conversation_id", [f"{changelist}?q={c}" for c in conversations]),
@@ -366,6 +385,17 @@ def main() -> None:
             measure(client, "list, no filter, page 1", [changelist] * (n + WARM_UP)),
             measure(client, "list, role=tool", [f"{changelist}?role=tool"] * (n + WARM_UP)),
             measure(client, "transcript", [transcript_url(c) for c in conversations]),
+            measure(client, "heavy customer (15,000 rows)", [f"{changelist}?q=cust-heavy"] * (n + WARM_UP)),
+            measure(client, "heavy customer, last page", [f"{changelist}?q=cust-heavy&p=150"] * (n + WARM_UP)),
+            measure(client, "customer:ID and a word", [f"{changelist}?q=customer:{c}+order" for c in customers]),
+            measure(client, 'phrase "estado de mi pedido"', [f"{changelist}?q=%22estado+de+mi+pedido%22"] * (n + WARM_UP)),
+            measure(client, "hola OR order", [f"{changelist}?q=hola+OR+order"] * (n + WARM_UP)),
+            measure(client, "word search, page 100", [f"{changelist}?q=refund&p=100"] * (n + WARM_UP)),
+            measure(client, "list, role=system (none)", [f"{changelist}?role=system"] * (n + WARM_UP), expect_rows=False),
+            measure(client, "list, sorted by conversation", [f"{changelist}?o=3"] * (n + WARM_UP)),
+            measure(client, "list, sorted by customer", [f"{changelist}?o=2"] * (n + WARM_UP)),
+            measure(client, "list, last 7 days", [f"{changelist}?timestamp__gte={week_ago}"] * (n + WARM_UP)),
+            measure(client, f"list, page {deep:,}", [f"{changelist}?p={deep}"] * (n + WARM_UP)),
         ]
         explain = explain_customer_search(client, customers[0], changelist)
         conditions["load_average_after"] = os.getloadavg()

@@ -62,6 +62,9 @@ class ConversationHistory(models.Model):
             models.Index(fields=["customer_id", "timestamp"], name="conv_history_customer"),
             models.Index(fields=["conversation_id", "position"], name="conv_history_transcript"),
             models.Index(fields=["timestamp"], name="conv_history_timestamp"),
+            # The role filter, newest first: without it a role with few rows (or none) walks
+            # the whole timestamp index (1 s at 2,000,000 rows).
+            models.Index(fields=["role", "timestamp"], name="conv_history_role_time"),
         ]
 
     def __str__(self) -> str:

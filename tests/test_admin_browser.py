@@ -143,3 +143,114 @@ def test_support_user_finds_a_customer_and_reads_the_transcript(live_server, tmp
     assert screenshot.stat().st_size > 10_000
     if SHOWCASE_DIR:
         shutil.copyfile(screenshot, Path(SHOWCASE_DIR) / screenshot.name)
+
+
+def seed_edges() -> None:
+    """A heavy customer whose messages share a timestamp, a disguised file name, a long word,
+    a huge message, and someone else's message."""
+    seed()
+    rows = [
+        ConversationHistory(
+            conversation_id=f"conv-heavy-{i // 50}", customer_id="cust-heavy", timestamp=START, role="human",
+            content=f"pedido {i}", position=i % 50, message_key=f"h{i}", source="plain",
+            thread_id=f"conv-heavy-{i // 50}", archived_at=START,
+        )
+        for i in range(250)
+    ]
+    edges = [
+        "Abre el fichero gnp\u202e.exe ya",
+        "x" * 400,  # one unbroken word
+        "y" * 200_000,  # a huge message
+    ]
+    rows += [
+        ConversationHistory(
+            conversation_id="conv-edges", customer_id="cust-edges", timestamp=START + timedelta(minutes=i), role="human",
+            content=text, position=i, message_key=f"e{i}", source="plain", thread_id="conv-edges", archived_at=START,
+        )
+        for i, text in enumerate(edges)
+    ]
+    ConversationHistory.objects.bulk_create(rows)
+
+
+def log_in(page, base: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "agent")
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+
+
+def test_support_view_edges_in_the_browser(live_server) -> None:
+    require_browser()
+    seed_edges()
+    from playwright.sync_api import sync_playwright
+
+    changelist = f"{live_server.url}/admin/conversations/conversationhistory/"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(15_000)
+            log_in(page, live_server.url)
+            page.wait_for_url("**/admin/")
+
+            # Every row of a customer, exactly once, by following "next" page links; an exact count.
+            page.goto(f"{changelist}?q=cust-heavy")
+            assert page.locator(".result-count").inner_text() == "250 messages"
+            seen: list[str] = []
+            while True:
+                seen += page.locator("#result_list tbody td.field-excerpt").all_inner_texts()
+                current = int(page.locator(".paginator .this-page").inner_text())
+                following = page.locator(".paginator a", has_text=str(current + 1))
+                if following.count() == 0:
+                    break
+                following.first.click()
+                page.wait_for_url(f"**p={current + 1}**")
+            assert sorted(seen) == sorted(f"pedido {i}" for i in range(250))
+
+            # A page past the end stays within the search; "clear the search" says what it does.
+            page.goto(f"{changelist}?q=cust-heavy&p=150")
+            assert "q=cust-heavy" in page.url and page.locator("#result_list tbody tr").count() == 50
+            assert page.locator("a.clear-search").inner_text() == "clear the search"
+            assert page.locator("a.showall").count() == 0
+
+            # Lookups typed into the URL and NUL bytes are refused.
+            assert page.goto(f"{changelist}?content__icontains=pedido").status == 400
+            assert page.goto(f"{changelist}?role=%00").status == 400
+
+            # customer:ID beside words.
+            page.goto(changelist)
+            page.fill("#searchbar", "customer:cust-heavy pedido 7")
+            page.press("#searchbar", "Enter")
+            page.wait_for_selector("#result_list")
+            texts = page.locator("#result_list tbody td.field-excerpt").all_inner_texts()
+            assert texts and all(t.startswith("pedido ") and "7" in t for t in texts)
+
+            # Disguising characters are visible; long words wrap; times stay on one line.
+            page.goto(f"{changelist}?q=cust-edges")
+            excerpts = page.locator("#result_list tbody td.field-excerpt")
+            assert "Abre el fichero gnp⟨U+202E⟩.exe ya" in excerpts.all_inner_texts()
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # nothing stretches the page
+            lines = page.evaluate(
+                "[...document.querySelectorAll('#result_list tbody .field-when a')].map(a => a.getClientRects().length)"
+            )
+            assert lines and set(lines) == {1}  # each time on one line, beside a cell of many lines
+
+            # The transcript shows the start of a huge message, and a link to all of it.
+            page.locator("#result_list a", has_text="conv-edges").first.click()
+            page.wait_for_selector("ol.transcript")
+            assert "gnp⟨U+202E⟩.exe ya" in page.locator("ol.transcript").inner_text()
+            link = page.locator("p.shortened a")
+            assert link.inner_text() == "Show the whole message (200000 characters)"
+            assert len(page.content()) < 100_000
+            link.click()
+            page.wait_for_selector("pre.message-text")
+            assert len(page.locator("pre.message-text").inner_text()) == 200_000
+
+            # Login throttling: after too many wrong passwords, even the right one is refused.
+            other = browser.new_page()
+            for _ in range(5):
+                log_in(other, live_server.url, password="wrong")
+            log_in(other, live_server.url)
+            assert "Too many failed logins" in other.content()
+        finally:
+            browser.close()
