@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from django.core.paginator import Page, PageNotAnInteger, Paginator
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
@@ -31,6 +31,9 @@ from django.utils.functional import cached_property
 COUNT_CAP = 10_000
 # A page number beyond this is read as this one (an OFFSET PostgreSQL can take).
 MAX_PAGE = 10_000_000
+# The first pages of a long list try walking the index of its order for this long (_rows).
+WALK_PAGES = 10
+WALK_TIMEOUT_MS = 150
 
 
 class ArchivePaginator(Paginator):
@@ -109,10 +112,35 @@ class ArchivePaginator(Paginator):
         if not self.open_ended:
             return super().page(number)
         bottom = (number - 1) * self.per_page
-        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        rows = self._rows(bottom)
         self.past_end = not rows and number > 1
         self._reached = number + (len(rows) > self.per_page)
         return self._get_page(rows[: self.per_page], number, self)
+
+
+    def _rows(self, bottom: int) -> list[Any]:
+        """The page's rows and one more. A list of more than COUNT_CAP rows is dense enough that
+        walking the index of its order (newest first) finds a page sooner than collecting every
+        match and sorting them, which is what the planner picks when it misjudges how many
+        rows match (a phrase search: 35 estimated, 96,930 found, 950 ms at 2,000,000 rows).
+        So the first pages try that walk, bounded by WALK_TIMEOUT_MS, and fall back to the
+        planner's own plan."""
+        window = self.object_list[bottom : bottom + self.per_page + 1]
+        queryset = self.object_list
+        if not (self.capped and bottom < WALK_PAGES * self.per_page and isinstance(queryset, QuerySet)):
+            return list(window)
+        connection = connections[queryset.db]
+        try:
+            with transaction.atomic(using=queryset.db):
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL enable_bitmapscan = off")
+                    cursor.execute("SET LOCAL enable_seqscan = off")
+                    cursor.execute(f"SET LOCAL statement_timeout = {int(WALK_TIMEOUT_MS)}")
+                    rows = list(window)
+                    cursor.execute("RESET enable_bitmapscan; RESET enable_seqscan; RESET statement_timeout")
+                return rows
+        except OperationalError:  # the walk took too long: the matches are sparse among the newest rows
+            return list(window)
 
 
 def _unfiltered(queryset: QuerySet[Any]) -> bool:
