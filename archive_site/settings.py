@@ -28,6 +28,29 @@ if not SECRET_KEY and DEBUG:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
+# The admin behind a TLS proxy (docs/operations.md, "Behind a TLS proxy"). Off by default, so
+# that plain http://127.0.0.1:8000 works out of the box; the production values are in
+# .env.example, and `manage.py check --deploy` is clean with them.
+# The proxy says the request came over HTTPS with X-Forwarded-Proto: https. Only set this when
+# the proxy always sets (or strips) that header, or clients could claim HTTPS themselves.
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Session and CSRF cookies only over HTTPS.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+# Redirect plain HTTP to HTTPS (the proxy's health checks and Prometheus may still use
+# /metrics over HTTP inside the network).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+# Strict-Transport-Security: browsers use HTTPS only, for this long (0: not sent). Start low
+# (3600), raise to a year (31536000) once HTTPS works everywhere.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# A support session ends after this many minutes (Django's default is two weeks), and when
+# the browser closes.
+SESSION_COOKIE_AGE = env_int("DJANGO_SESSION_MINUTES", 480, minimum=5) * 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

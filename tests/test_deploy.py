@@ -424,3 +424,77 @@ def test_gunicorn_serves_the_admin_and_whitenoise_its_static_files(tmp_path):
     finally:
         server.terminate()
         server.communicate(timeout=30)  # reaps it and closes its output pipe
+
+
+# --- the admin behind a TLS proxy --------------------------------------------------------
+
+
+PRODUCTION = {
+    "DJANGO_SECRET_KEY": "a-long-random-production-key-" + "k" * 40,
+    "DJANGO_ALLOWED_HOSTS": "archive.example.com",
+    "DJANGO_CSRF_TRUSTED_ORIGINS": "https://archive.example.com",
+    "DJANGO_DEBUG": "0",
+    "DJANGO_BEHIND_TLS_PROXY": "1",
+    "DJANGO_SECURE_COOKIES": "1",
+    "DJANGO_SECURE_SSL_REDIRECT": "1",
+    "DJANGO_SECURE_HSTS_SECONDS": "31536000",
+    "DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "DJANGO_SECURE_HSTS_PRELOAD": "1",
+}
+
+
+def check_deploy_command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env={**base, "DJANGO_SETTINGS_MODULE": "archive_site.settings", **env},
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_with_the_documented_production_values():
+    documented = (ROOT / ".env.example").read_text()
+    for name, value in PRODUCTION.items():
+        if name.startswith("DJANGO_SECURE") or name in ("DJANGO_BEHIND_TLS_PROXY", "DJANGO_CSRF_TRUSTED_ORIGINS"):
+            assert f"#   {name}=" in documented, f".env.example does not document the production value of {name}"
+    result = check_deploy_command(PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_warns_without_them():
+    result = check_deploy_command({"DJANGO_SECRET_KEY": PRODUCTION["DJANGO_SECRET_KEY"], "DJANGO_ALLOWED_HOSTS": "x"})
+    assert result.returncode != 0
+    for check in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert check in result.stderr + result.stdout
+
+
+PROXY_REQUESTS = """
+from django.conf import settings
+from django.test import Client
+from django.test.utils import setup_test_environment
+setup_test_environment()
+client = Client()
+page = client.get("/admin/login/", HTTP_HOST="archive.example.com", HTTP_X_FORWARDED_PROTO="https")
+print(page.status_code, page["Strict-Transport-Security"], page.cookies["csrftoken"]["secure"], sep="|")
+plain = client.get("/admin/login/", HTTP_HOST="archive.example.com")
+print(plain.status_code, plain["Location"], sep="|")
+print(client.get("/metrics", HTTP_HOST="archive.example.com").status_code)
+print(settings.SESSION_COOKIE_AGE, settings.SESSION_EXPIRE_AT_BROWSER_CLOSE, sep="|")
+"""
+
+
+def test_behind_the_proxy_the_admin_sets_secure_cookies_hsts_and_a_short_session(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env = {**base, **PRODUCTION, "DJANGO_SETTINGS_MODULE": "archive_site.settings",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + PROXY_REQUESTS],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    https, plain, metrics, session = result.stdout.split("\n")[:4]
+    # Over the proxy's HTTPS: the login page, with HSTS and a secure CSRF cookie.
+    assert https == "200|max-age=31536000; includeSubDomains; preload|True"
+    # Plain HTTP is sent to HTTPS; /metrics is not (here it has no database: 503).
+    assert plain == "301|https://archive.example.com/admin/login/"
+    assert metrics == "503"
+    assert session == "28800|True"  # eight hours, and the browser's session
