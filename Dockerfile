@@ -6,7 +6,13 @@
 # starts as root, because cron must; its jobs drop back to "app" (docker/cron-job.sh). The
 # code is owned by root and read-only for "app"; only the static files folder is its own.
 # The health check reads the health file that every archive run writes.
-FROM python:3.12-slim-bookworm
+#
+# PYTHON_IMAGE: where no registry can be reached, scripts/docker-smoke.sh passes a local
+# stand-in built from Debian (docker/local/). A CA bundle that pip needs to reach the package
+# index can be given at build time only, as a BuildKit secret that never enters a layer:
+#   DOCKER_BUILDKIT=1 docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt .
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -28,7 +34,9 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements.txt ./
-RUN pip install --no-compile -r requirements.txt
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && pip install --no-compile -r requirements.txt
 COPY . .
 RUN chmod 0755 docker/entrypoint.sh docker/cron-job.sh \
     && python manage.py collectstatic --noinput --verbosity 0 \

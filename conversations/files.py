@@ -7,6 +7,7 @@ is configured.
 from __future__ import annotations
 
 import os
+import pwd
 import tempfile
 from pathlib import Path
 
@@ -30,3 +31,18 @@ def write_atomically(path: Path, text: str, *, mode: int | None = None, errors: 
         except OSError:
             pass
         raise
+
+
+def hand_over(path: Path) -> None:
+    """Give a file that root just wrote to ARCHIVER_CRON_USER, the user the scheduled runs use
+    (the archiver image sets it). An operator's `docker-compose exec archiver python manage.py
+    archive_checkpoints` runs as root; its health file in /tmp (sticky) would otherwise be one
+    that the next scheduled run may not replace."""
+    user = os.environ.get("ARCHIVER_CRON_USER", "").strip()
+    if not user or user == "root" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        account = pwd.getpwnam(user)
+        os.chown(path, account.pw_uid, account.pw_gid)
+    except (KeyError, OSError):
+        pass  # no such user here (not the image): nothing to hand over to

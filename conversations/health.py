@@ -18,7 +18,7 @@ from typing import Any
 from django.utils import timezone
 
 from conversations import conf
-from conversations.files import write_atomically
+from conversations.files import hand_over, write_atomically
 
 
 def health_path() -> Path:
@@ -44,6 +44,7 @@ def write_health(document: dict[str, Any], path: Path | None = None) -> Path:
     """Replace the health file in one step; raises OSError when the folder is not writable."""
     path = path or health_path()
     write_atomically(path, json.dumps(document, indent=2) + "\n", mode=0o644)
+    hand_over(path)
     return path
 
 

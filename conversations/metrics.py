@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from conversations import conf
+from conversations.files import hand_over
 from conversations.models import ArchiveRun, ConversationHistory, QuarantinedCheckpoint
 
 # (metric name without _total, run record field, help)
@@ -128,4 +129,5 @@ def write_textfile() -> Path | None:
     if not path:
         return None
     write_to_textfile(str(path), registry())
+    hand_over(Path(path))
     return Path(path)

@@ -93,10 +93,17 @@ run_archiver() {
 }
 
 run_web() {
+    # Checked again when gunicorn loads archive_site/wsgi.py; here it stops the container at
+    # once, before waiting for anything.
+    [ -n "${DJANGO_SECRET_KEY:-}" ] || die "DJANGO_SECRET_KEY is not set; the admin cannot start without it (see .env.example)."
+    [ -n "${DJANGO_ALLOWED_HOSTS:-}" ] || die "DJANGO_ALLOWED_HOSTS is not set; list the host names the admin is served on (see .env.example)."
     "$PYTHON" "$APP_DIR/docker/startup.py" wait-db "$DB_WAIT_SECONDS" || die "the database is not reachable; see above."
     wait_for_schema
     manage collectstatic --noinput --verbosity 0 || die "collectstatic failed; see above."
-    exec gunicorn archive_site.wsgi:application --bind 0.0.0.0:8000 --access-logfile - --error-logfile - "$@"
+    local extra=()
+    # gunicorn 27 opens a control socket in $HOME (/app, read-only for "app"): not needed here.
+    if gunicorn --help 2>/dev/null | grep -q -- '--no-control-socket'; then extra+=(--no-control-socket); fi
+    exec gunicorn archive_site.wsgi:application --bind 0.0.0.0:8000 --access-logfile - --error-logfile - "${extra[@]}" "$@"
 }
 
 main() {

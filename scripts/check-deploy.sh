@@ -21,7 +21,7 @@ bin="${VENV_BIN:-.venv/bin}"
 dockerfile="${DOCKERFILE:-Dockerfile}"
 compose_file="${COMPOSE_FILE:-docker-compose.yml}"
 env_example="${ENV_EXAMPLE:-.env.example}"
-scripts=(docker/entrypoint.sh docker/cron-job.sh scripts/*.sh)
+scripts=(docker/entrypoint.sh docker/cron-job.sh docker/local/*.sh scripts/*.sh)
 
 fail() {
     echo "check-deploy: FAILED: $*" >&2
@@ -52,6 +52,10 @@ cp "$compose_file" "$work/docker-compose.yml"
 cp "$env_example" "$work/.env"
 "$bin/docker-compose" --project-directory "$work" -f "$work/docker-compose.yml" config --quiet \
     || fail "docker-compose cannot load $compose_file with $env_example as .env (above)."
+mkdir -p "$work/docker"
+cp docker/compose.local.yml "$work/docker/compose.local.yml"
+"$bin/docker-compose" --project-directory "$work" -f "$work/docker-compose.yml" -f "$work/docker/compose.local.yml" config --quiet \
+    || fail "docker-compose cannot load $compose_file with docker/compose.local.yml on top (above)."
 
 echo "check-deploy: the services the operations guide names"
 "$bin/python" - "$compose_file" <<'PY' || fail "$compose_file does not match the operations guide (above)."

@@ -259,3 +259,17 @@ def test_the_schedule_variable_raises_the_floor_from_the_command_line(tmp_path):
     # Every 15 minutes and a 30-minute limit: the floor is 15 + 30 = 45, so 100 minutes is stale.
     env = {"ARCHIVER_HEALTH_FILE": str(path), "ARCHIVER_SCHEDULE_MINUTES": "15", "ARCHIVER_HEALTH_MAX_AGE_MINUTES": "30"}
     assert "over the 45 min limit" in run_cli(env).stderr
+
+
+def test_a_health_file_root_writes_goes_to_the_scheduled_runs_user(tmp_path, monkeypatch):
+    """`docker-compose exec archiver python manage.py archive_checkpoints` runs as root: the file it
+    leaves in sticky /tmp must stay replaceable by the next scheduled run (ARCHIVER_CRON_USER)."""
+    import os
+    import pwd
+
+    from conversations.health import health_document, write_health
+
+    monkeypatch.setenv("ARCHIVER_CRON_USER", "nobody")
+    path = write_health(health_document(datetime.now(dt_timezone.utc), True, 0, 0, 0), tmp_path / "health.json")
+    expected = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert path.stat().st_uid == expected

@@ -136,7 +136,9 @@ def test_compose_services_are_the_ones_the_runbook_uses():
 
 def test_the_dockerfile_runs_as_a_user_and_checks_the_archivers_health():
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.12-slim", text, re.M)
+    # The upstream image by default; scripts/docker-smoke.sh passes a local stand-in.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.12-slim-bookworm$", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert re.search(r"apt-get install .*\bcron\b", text)
@@ -363,8 +365,19 @@ def test_waiting_for_the_database_gives_up_with_a_message():
     assert "check DATABASE_URL and that the data service is up" in result.stderr
 
 
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS"])
+def test_web_mode_refuses_to_start_without_its_settings(missing):
+    env = base_env(DJANGO_SECRET_KEY="k", DJANGO_ALLOWED_HOSTS="127.0.0.1", DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    env[missing] = ""
+    result = entrypoint("web", env=env)
+    assert result.returncode == 1
+    assert f"entrypoint: FATAL: {missing} is not set" in result.stderr
+    assert "waiting for the database" not in result.stderr  # at once
+
+
 def test_web_mode_stops_when_the_schema_is_not_migrated(tmp_path):
-    env = base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", ARCHIVER_DB_WAIT_SECONDS="0")
+    env = base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", ARCHIVER_DB_WAIT_SECONDS="0",
+                   DJANGO_SECRET_KEY="k", DJANGO_ALLOWED_HOSTS="127.0.0.1")
     result = entrypoint("web", env=env)
     assert result.returncode == 1
     assert "FATAL: the database schema is still not up to date after 0s" in result.stderr
