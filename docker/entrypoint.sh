@@ -101,7 +101,7 @@ run_web() {
     wait_for_schema
     manage collectstatic --noinput --verbosity 0 || die "collectstatic failed; see above."
     local extra=()
-    # gunicorn 27 opens a control socket in $HOME (/app, read-only for "app"): not needed here.
+    # gunicorn 27 opens a control socket in the home folder (/app, read-only for "app"): not needed.
     if gunicorn --help 2>/dev/null | grep -q -- '--no-control-socket'; then extra+=(--no-control-socket); fi
     exec gunicorn archive_site.wsgi:application --bind 0.0.0.0:8000 --access-logfile - --error-logfile - "${extra[@]}" "$@"
 }
