@@ -63,6 +63,44 @@ def env_int(name: str, default: int, minimum: int | None = None, maximum: int | 
     return value
 
 
+# What the environment may set in settings.ARCHIVER: (key, variable, kind, bounds). A variable
+# that is unset, or empty for a number or a path, leaves the default of conversations/conf.py,
+# the one place defaults are written. The bounds are the commands' own (--cutoff-hours,
+# --batch-size, --months).
+ARCHIVER_VARIABLES: list[tuple[str, str, str, dict[str, int]]] = [
+    ("REDIS_URL", "REDIS_URL", "path", {}),
+    ("HEALTH_FILE", "ARCHIVER_HEALTH_FILE", "path", {}),
+    ("METRICS_TEXTFILE", "ARCHIVER_METRICS_TEXTFILE", "text", {}),  # empty: no textfile
+    ("METRICS_TOKEN", "ARCHIVER_METRICS_TOKEN", "text", {}),
+    ("CUTOFF_HOURS", "ARCHIVER_CUTOFF_HOURS", "int", {"minimum": 0}),
+    ("TTL_BUFFER_MINUTES", "ARCHIVER_TTL_BUFFER_MINUTES", "int", {"minimum": 1}),
+    ("MIRROR_LIVE", "ARCHIVER_MIRROR_LIVE", "bool", {}),
+    ("BATCH_SIZE", "ARCHIVER_BATCH_SIZE", "int", {"minimum": 1}),
+    ("WRITERS", "ARCHIVER_WRITERS", "int", {"minimum": 1}),
+    ("RETRY_ATTEMPTS", "ARCHIVER_RETRY_ATTEMPTS", "int", {"minimum": 1}),
+    ("RETRY_DELAY_SECONDS", "ARCHIVER_RETRY_DELAY_SECONDS", "int", {"minimum": 0}),
+    ("RETENTION_MONTHS", "ARCHIVER_RETENTION_MONTHS", "int", {"minimum": 1, "maximum": 1200}),
+    ("LOCK_WAIT_SECONDS", "ARCHIVER_LOCK_WAIT_SECONDS", "int", {"minimum": 0}),
+    ("HEALTH_MAX_AGE_MINUTES", "ARCHIVER_HEALTH_MAX_AGE_MINUTES", "int", {}),
+]
+
+
+def archiver_from_env() -> dict[str, Any]:
+    """The ARCHIVER settings the environment sets, checked as the matching flags are."""
+    found: dict[str, Any] = {}
+    for key, name, kind, bounds in ARCHIVER_VARIABLES:
+        raw = os.environ.get(name)
+        if raw is None or (kind != "text" and raw.strip() == "" and kind != "bool"):
+            continue
+        if kind in ("text", "path"):
+            found[key] = raw.strip()
+        elif kind == "bool":
+            found[key] = env_bool(name)
+        else:
+            found[key] = env_int(name, 0, **bounds)
+    return found
+
+
 def normalise_database_url(url: str) -> str:
     """Return `url` with a driver suffix (`postgresql+asyncpg://`) reduced to `postgresql://`."""
     parts = urlsplit(url)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from archive_site.env import database_from_env, env_bool, env_int, env_list
+from archive_site.env import archiver_from_env, database_from_env, env_bool, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,6 @@ TEMPLATES = [
 DATABASES = {"default": database_from_env(BASE_DIR / "db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "Europe/Madrid"
@@ -135,25 +134,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# The archiver's own settings; conversations/conf.py documents each key and its default.
-ARCHIVER = {
-    "REDIS_URL": REDIS_URL,
-    "HEALTH_FILE": os.environ.get("ARCHIVER_HEALTH_FILE", "/tmp/archiver_health.json"),
-    "METRICS_TEXTFILE": os.environ.get("ARCHIVER_METRICS_TEXTFILE", "/tmp/archiver_metrics.prom").strip(),
-    "METRICS_TOKEN": os.environ.get("ARCHIVER_METRICS_TOKEN", "").strip(),
-    # The bounds are the commands' own (--cutoff-hours, --batch-size, --months).
-    "CUTOFF_HOURS": env_int("ARCHIVER_CUTOFF_HOURS", 23, minimum=0),
-    "MIRROR_LIVE": env_bool("ARCHIVER_MIRROR_LIVE", True),
-    "BATCH_SIZE": env_int("ARCHIVER_BATCH_SIZE", 200, minimum=1),
-    "WRITERS": env_int("ARCHIVER_WRITERS", 2, minimum=1),
-    "RETRY_ATTEMPTS": env_int("ARCHIVER_RETRY_ATTEMPTS", 2, minimum=1),
-    "RETRY_DELAY_SECONDS": env_int("ARCHIVER_RETRY_DELAY_SECONDS", 5, minimum=0),
-    "RETENTION_MONTHS": env_int("ARCHIVER_RETENTION_MONTHS", 6, minimum=1, maximum=1200),
-    "LOCK_WAIT_SECONDS": env_int("ARCHIVER_LOCK_WAIT_SECONDS", 600, minimum=0),
-}
-# Unset, the TTL buffer follows the schedule and the run records (conversations/conf.py).
-if os.environ.get("ARCHIVER_TTL_BUFFER_MINUTES", "").strip():
-    ARCHIVER["TTL_BUFFER_MINUTES"] = env_int("ARCHIVER_TTL_BUFFER_MINUTES", 0, minimum=1)
+# The archiver's own settings: conversations/conf.py holds each key's default; the environment
+# overrides what it sets (archive_site/env.py lists the variables and their bounds).
+ARCHIVER = archiver_from_env()
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -193,7 +176,6 @@ if _schedule_minutes not in ARCHIVE_SCHEDULES:
         "30 (at :00 and :30) or 15 (every quarter hour)."
     )
 ARCHIVER["SCHEDULE_MINUTES"] = int(_schedule_minutes)
-ARCHIVER["HEALTH_MAX_AGE_MINUTES"] = env_int("ARCHIVER_HEALTH_MAX_AGE_MINUTES", 90)
 
 CRONJOBS = [
     (ARCHIVE_SCHEDULES[_schedule_minutes], "django.core.management.call_command", ["archive_checkpoints"]),

@@ -172,6 +172,8 @@ def test_the_dockerfile_makes_pam_loginuid_optional_for_cron(tmp_path):
 READS = [
     re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\.setdefault|env_\w+)\(\s*["']([A-Z][A-Z0-9_]*)["']"""),
     re.compile(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]"""),
+    # archive_site/env.py's table of the ARCHIVER variables: ("KEY", "VARIABLE", "kind", ...)
+    re.compile(r"""^\s*\("[A-Z_]+", "([A-Z][A-Z0-9_]*)", "(?:text|path|int|bool)",""", re.M),
 ]
 SHELL_READS = [re.compile(r"\$\{([A-Z][A-Z0-9_]*)"), re.compile(r"\$([A-Z][A-Z0-9_]*)"), re.compile(r"\bflag ([A-Z][A-Z0-9_]*)")]
 BASH_OWN = {"BASH_SOURCE", "SECONDS"}

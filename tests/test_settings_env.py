@@ -79,3 +79,21 @@ def test_the_web_server_refuses_to_start_without_allowed_hosts():
 def test_the_web_server_starts_with_production_settings():
     result = _wsgi({"DJANGO_SECRET_KEY": "x" * 50, "DJANGO_ALLOWED_HOSTS": "admin.example.com"})
     assert result.returncode == 0, result.stderr
+
+
+def test_the_environment_sets_only_what_it_names_and_conf_keeps_every_default(monkeypatch):
+    from archive_site.env import ARCHIVER_VARIABLES, archiver_from_env
+    from conversations import conf
+
+    for _, name, _, _ in ARCHIVER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert archiver_from_env() == {}
+    assert {key for key, _, _, _ in ARCHIVER_VARIABLES} <= set(conf.DEFAULTS)  # one place for defaults
+    monkeypatch.setenv("ARCHIVER_BATCH_SIZE", "50")
+    monkeypatch.setenv("ARCHIVER_METRICS_TEXTFILE", "")  # empty: no textfile
+    monkeypatch.setenv("ARCHIVER_CUTOFF_HOURS", " ")  # empty number: the default
+    monkeypatch.setenv("ARCHIVER_MIRROR_LIVE", "off")
+    assert archiver_from_env() == {"BATCH_SIZE": 50, "METRICS_TEXTFILE": "", "MIRROR_LIVE": False}
+    monkeypatch.setenv("ARCHIVER_WRITERS", "0")
+    with pytest.raises(ImproperlyConfigured, match="ARCHIVER_WRITERS must be at least 1, not 0"):
+        archiver_from_env()

@@ -31,12 +31,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--cutoff-hours", type=float, default=None,
-            help="Archive conversations whose newest checkpoint is at least this old (default 23; 0 archives every conversation now).",
+            help=f"Archive conversations whose newest checkpoint is at least this old (default {conf.get('CUTOFF_HOURS'):g}, "
+            "ARCHIVER_CUTOFF_HOURS; 0 archives every conversation now).",
         )
         parser.add_argument(
             "--ttl-buffer-minutes", type=float, default=None,
             help="Also archive conversations with less than this left to live in Redis (default: one schedule "
-            "interval + the longest recent run + 10 minutes; a lower value is refused).",
+            f"interval + the longest recent run + {conf.get('TTL_MARGIN_MINUTES')} minutes; a lower value is refused).",
         )
         parser.add_argument(
             "--no-mirror", action="store_true",
@@ -44,7 +45,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size", type=int, default=None,
-            help="Conversations read, written and deleted together (default 200).",
+            help=f"Conversations read, written and deleted together (default {conf.get('BATCH_SIZE')}, ARCHIVER_BATCH_SIZE).",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:

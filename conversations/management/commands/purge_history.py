@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import conf
 from conversations.exceptions import ArchiverError
-from conversations.retention import RetentionError, purge
+from conversations.retention import DELETE_BATCH, RetentionError, purge
 
 
 class Command(BaseCommand):
@@ -30,7 +30,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("-n", "--dry-run", action="store_true", help="Count what would go; delete nothing.")
         parser.add_argument("--export", type=Path, default=None, metavar="PATH", help="Write the message rows to PATH before deleting them.")
-        parser.add_argument("--batch-size", type=int, default=5000, help="Rows per delete transaction (default 5000).")
+        parser.add_argument(
+            "--batch-size", type=int, default=DELETE_BATCH, help=f"Rows per delete transaction (default {DELETE_BATCH})."
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         months = _whole_number(opts["months"] if opts["months"] is not None else conf.get("RETENTION_MONTHS"), "--months")
