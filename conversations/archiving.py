@@ -36,8 +36,8 @@ from django.utils import timezone
 from conversations import conf, metrics, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
 from conversations.checkpoints.base import Broken, Held, broken_with_value
-from conversations.checkpoints.redisjson import decode
 from conversations.checkpoints.client import connect, redis_errors
+from conversations.checkpoints.redisjson import decode
 from conversations.exceptions import ArchiverError, RunInProgress
 from conversations.health import health_document, write_health
 from conversations.locking import run_lock

@@ -10,7 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from conversations import conf, metrics as archiver_metrics
+from conversations import conf
+from conversations import metrics as archiver_metrics
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from io import StringIO
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conversations.checkpoints import messages
-from conversations.checkpoints.redisjson import escape_tag
 from conversations.checkpoints.messages import (
     Message,
     State,
@@ -18,6 +17,7 @@ from conversations.checkpoints.messages import (
     parse_message,
     parse_time,
 )
+from conversations.checkpoints.redisjson import escape_tag
 from conversations.exceptions import MalformedCheckpoint
 from tests.factories import lc
 

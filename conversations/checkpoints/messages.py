@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import orjson

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.exceptions import ArchiverError
 from conversations.erasure import erase_customer
+from conversations.exceptions import ArchiverError
 from conversations.retention import RetentionError
 
 
