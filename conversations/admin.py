@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote, unquote
-from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.contrib.postgres.search import SearchQuery, SearchVectorField
 from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.paginator import Paginator
@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread, QuarantinedCheckpoint
-from conversations.paginators import ArchivePaginator
+from conversations.paginators import ArchivePaginator, parse_cursor
 
 TRANSCRIPT_PAGE_SIZE = 200
 TRANSCRIPT_URL_NAME = "conversations_conversationhistory_transcript"
@@ -54,6 +54,8 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # What could make a text look like something else: bidirectional controls (U+202E turns
 # "gnp.exe" into "exe.png") and control characters. Shown as visible marks.
 DISGUISING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The paginator's cursor in a "next" link (conversations/paginators.py).
+AFTER_VAR = "after"
 # The lookups Django's own list filters put in the URL (dates: a range; choices: exact).
 FILTER_LOOKUPS = ("gte", "lt", "exact", "isnull")
 # `customer:ID` and `conversation:ID` in a search, beside words or alone.
@@ -133,6 +135,8 @@ class ArchiveChangeList(ChangeList):
         follows = getattr(self.model_admin, "index_order", {})
         result: list[Any] = []
         for item in ordering:
+            if isinstance(item, str) and item in result:
+                continue  # the admin's ordering and the queryset's repeat each other
             result.append(item)
             if isinstance(item, str) and item.lstrip("-") in follows:
                 follow = ("-" if item.startswith("-") else "") + follows[item.lstrip("-")]
@@ -146,6 +150,18 @@ class ArchiveChangeList(ChangeList):
         if self.sortable_by is not None and field_name not in self.sortable_by:
             return None
         return super().get_ordering_field(field_name)
+
+    @property
+    def next_url(self) -> str | None:
+        """The next page, read from after this page's last row (see ArchivePaginator)."""
+        if not self.multi_page:
+            return None
+        after = getattr(self.paginator, "next_after", None)
+        if after is not None:
+            return self.get_query_string({PAGE_VAR: self.page_num + 1, AFTER_VAR: after})
+        if self.paginator.open_ended or self.page_num >= self.paginator.num_pages:
+            return None
+        return self.get_query_string({PAGE_VAR: self.page_num + 1})
 
     @property
     def clear_search_url(self) -> str:
@@ -173,6 +189,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return ArchiveChangeList
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        # The paginator's cursor is not a filter: taken out before the changelist reads the rest.
+        if AFTER_VAR in request.GET:
+            params = request.GET.copy()
+            after = params.pop(AFTER_VAR)[-1]
+            try:
+                parse_cursor(after)
+            except (ValueError, OverflowError):
+                raise BadRequest(f"Invalid {AFTER_VAR}: {after!r}") from None
+            request.GET, request.page_after = params, after  # type: ignore[attr-defined]
         try:
             return super().get_changelist_instance(request)
         except IncorrectLookupParameters as exc:  # a malformed date, say: an error, not the whole archive
@@ -197,7 +222,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         allow_empty_first_page: bool = True,
     ) -> ArchivePaginator:
         exact = getattr(request, "exact_search", False)
-        return ArchivePaginator(queryset, per_page, orphans, allow_empty_first_page, exact=exact)
+        after = getattr(request, "page_after", None)
+        return ArchivePaginator(queryset, per_page, orphans, allow_empty_first_page, exact=exact, after=after)
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> tuple[QuerySet[Any], bool]:
         """Exact ids only: what an index counts cheaply."""

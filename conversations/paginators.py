@@ -11,20 +11,24 @@ count decide what can be reached:
   as Django makes them; a page number past the end shows the last page.
 - Longer lists (on PostgreSQL): the count stops at COUNT_CAP ("more than 10,000"), or is
   the planner's estimate for the whole table ("about 2,015,121"), and is labelled so. A page
-  is read as per_page + 1 rows at its offset: the extra row says whether a next page
-  exists, so the links reach one page further each time, to the very last row, and a page
-  number past the end shows an empty page of the same search (never the whole archive).
+  is read as per_page + 1 rows: the extra row says whether a next page exists, so the links
+  reach one page further each time, to the very last row, and a page number past the end
+  shows an empty page of the same search (never the whole archive). The "next" link carries
+  a cursor (the last row's time and id), so a page reached by it is read from there, not
+  from an offset: as cheap at page 1,000 as at page 1.
 Elsewhere (SQLite) it counts as Django does.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.paginator import Page, PageNotAnInteger, Paginator
 from django.db import OperationalError, connections, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
 
 # Up to this many rows an exact count is cheap enough to run on every page.
@@ -39,9 +43,13 @@ WALK_TIMEOUT_MS = 150
 class ArchivePaginator(Paginator):
     """Exact counts where cheap, labelled counts otherwise, and every row reachable."""
 
-    def __init__(self, object_list: Any, per_page: int, *args: Any, exact: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, object_list: Any, per_page: int, *args: Any, exact: bool = False, after: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(object_list, per_page, *args, **kwargs)
         self.exact = exact
+        self.after = after  # the cursor of the previous page's last row (see page())
+        self.next_after: str | None = None  # this page's cursor, for the link to the next
         self._estimated = False
         self._capped = False
         self.past_end = False  # the page asked for lies past the last row
@@ -112,20 +120,40 @@ class ArchivePaginator(Paginator):
         if not self.open_ended:
             return super().page(number)
         bottom = (number - 1) * self.per_page
-        rows = self._rows(bottom)
+        keyset = self._keyset()
+        rows = self._rows(bottom, keyset)
         self.past_end = not rows and number > 1
         self._reached = number + (len(rows) > self.per_page)
+        if len(rows) > self.per_page and self._newest_first():
+            last = rows[self.per_page - 1]
+            self.next_after = cursor(last.timestamp, last.pk)
         return self._get_page(rows[: self.per_page], number, self)
 
+    def _newest_first(self) -> bool:
+        queryset = self.object_list
+        return isinstance(queryset, QuerySet) and tuple(dict.fromkeys(queryset.query.order_by)) in NEWEST_FIRST
 
-    def _rows(self, bottom: int) -> list[Any]:
+    def _keyset(self) -> QuerySet[Any] | None:
+        """The rows after the cursor, when the list is newest first and one was given: page N
+        reached by "next" then costs what the first page costs, at any depth (an OFFSET reads
+        and sorts every row before the page)."""
+        if self.after is None or not self._newest_first():
+            return None
+        when, pk = parse_cursor(self.after)
+        return self.object_list.filter(Q(timestamp__lt=when) | Q(timestamp=when, pk__lt=pk))
+
+
+    def _rows(self, bottom: int, keyset: QuerySet[Any] | None = None) -> list[Any]:
         """The page's rows and one more. A list of more than COUNT_CAP rows is dense enough that
         walking the index of its order (newest first) finds a page sooner than collecting every
         match and sorting them, which is what the planner picks when it misjudges how many
         rows match (a phrase search: 35 estimated, 96,930 found, 950 ms at 2,000,000 rows).
         So the first pages try that walk, bounded by WALK_TIMEOUT_MS, and fall back to the
         planner's own plan."""
-        window = self.object_list[bottom : bottom + self.per_page + 1]
+        if keyset is not None:
+            window, bottom = keyset[: self.per_page + 1], 0
+        else:
+            window = self.object_list[bottom : bottom + self.per_page + 1]
         queryset = self.object_list
         if not (self.capped and bottom < WALK_PAGES * self.per_page and isinstance(queryset, QuerySet)):
             return list(window)
@@ -141,6 +169,22 @@ class ArchivePaginator(Paginator):
                 return rows
         except OperationalError:  # the walk took too long: the matches are sparse among the newest rows
             return list(window)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+# The orders a cursor can continue (the archive's lists, newest first, ties by primary key).
+NEWEST_FIRST = {("-timestamp", "-pk"), ("-timestamp", "-id")}
+
+
+def cursor(when: datetime, pk: int) -> str:
+    """A row's place in a newest-first list: its time in microseconds since the epoch, and its id."""
+    return f"{round(when.timestamp() * 1_000_000)}_{pk}"
+
+
+def parse_cursor(text: str) -> tuple[datetime, int]:
+    """The inverse of cursor(); ValueError when `text` is not one."""
+    micros, _, pk = text.partition("_")
+    return EPOCH + timedelta(microseconds=int(micros)), int(pk)
 
 
 def _unfiltered(queryset: QuerySet[Any]) -> bool:

@@ -219,3 +219,28 @@ def test_a_successful_login_resets_the_count(support_user: User, settings: Any) 
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         attempt(Client(), "agent", "wrong")
     assert attempt(Client(), "agent", "agent-password").status_code == 302
+
+
+def test_next_links_read_from_a_cursor_and_reach_every_row_once(support: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(paginators, "COUNT_CAP", 120)
+    expected = same_time_rows(260, content="pedido")  # one timestamp: only the id orders them
+    seen: list[int] = []
+    url = changelist("conversationhistory") + "?q=pedido"
+    pages = 0
+    while url:
+        with CaptureQueriesContext(connection) as queries:
+            response = support.get(url)
+        seen += ids_on(response)
+        pages += 1
+        if pages > 1:  # read from the cursor, not from an offset
+            page_sql = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "conversation_history" in q["sql"]]
+            assert page_sql and all("OFFSET" not in sql for sql in page_sql), page_sql
+        url = response.context["cl"].next_url and changelist("conversationhistory") + response.context["cl"].next_url
+    assert pages == 3 and len(seen) == 260 and sorted(seen) == sorted(expected)
+    assert 'rel="next"' in support.get(changelist("conversationhistory"), {"q": "pedido"}).content.decode()
+
+
+def test_a_malformed_cursor_is_a_400(support: Client) -> None:
+    assert support.get(changelist("conversationhistory"), {"q": "x", "after": "yesterday"}).status_code == 400
