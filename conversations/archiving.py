@@ -33,7 +33,7 @@ import redis
 from django.db import DatabaseError, ProgrammingError, connection
 from django.utils import timezone
 
-from conversations import conf, metrics, storage
+from conversations import conf, retry, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
 from conversations.checkpoints.base import Broken, Held, broken_with_value
 from conversations.checkpoints.client import connect, redis_errors
@@ -42,12 +42,9 @@ from conversations.exceptions import ArchiverError, RunInProgress
 from conversations.health import health_document, write_health
 from conversations.locking import run_lock
 from conversations.models import ArchiveRun
+from conversations.runs import RunReport, record_finish, record_start, write_metrics
 
 logger = logging.getLogger(__name__)
-
-# At most this many error messages are kept on the run record.
-MAX_RECORDED_ERRORS = 50
-
 
 @dataclass
 class Options:
@@ -58,112 +55,28 @@ class Options:
     dry_run: bool = False
     mirror: bool = False
 
-
-@dataclass
-class RunReport:
-    started_at: datetime
-    dry_run: bool = False
-    finished_at: datetime | None = None
-    found: int = 0
-    archived: int = 0
-    messages: int = 0
-    deferred: int = 0
-    quarantined: int = 0
-    errors: int = 0
-    error_messages: list[str] = field(default_factory=list)
-    mirror: bool = False
-    mirrored: int = 0  # live conversations whose new messages were copied
-    mirrored_messages: int = 0
-    # What the run leaves in Redis; `scanned` once it looked at every key.
-    scanned: bool = False
-    waiting: int = 0
-    at_risk: int = 0  # of those, with messages the archive does not hold
-    at_risk_expires_at: datetime | None = None
-    next_expiry_at: datetime | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return self.errors == 0
-
-    @property
-    def duration(self) -> float:
-        end = self.finished_at or timezone.now()
-        return (end - self.started_at).total_seconds()
-
-    def error(self, message: str) -> None:
-        self.errors += 1
-        if len(self.error_messages) < MAX_RECORDED_ERRORS:
-            self.error_messages.append(storage.printable(message))
-
-    def add(self, other: RunReport) -> None:
-        """Count in what another part of the run (a writer thread) counted."""
-        self.found += other.found
-        self.archived += other.archived
-        self.messages += other.messages
-        self.deferred += other.deferred
-        self.quarantined += other.quarantined
-        self.mirrored += other.mirrored
-        self.mirrored_messages += other.mirrored_messages
-        self.errors += other.errors
-        self.error_messages += other.error_messages[: MAX_RECORDED_ERRORS - len(self.error_messages)]
-        self.waiting += other.waiting
-        self.at_risk += other.at_risk
-        self.at_risk_expires_at = _earliest(self.at_risk_expires_at, other.at_risk_expires_at)
-        self.next_expiry_at = _earliest(self.next_expiry_at, other.next_expiry_at)
-
-    def left(self, candidates: list[Candidate], at: datetime, *, at_risk: bool, waiting: bool = True) -> None:
-        """Count conversations the run leaves in Redis (`waiting`), and those of them holding
-        messages the archive does not (`at_risk`), with when the first of each expires; `at`
-        is when their TTLs were read."""
-        expiries = [at + timedelta(seconds=c.ttl_seconds) for c in candidates if c.ttl_seconds is not None]
-        first = min(expiries, default=None)
-        if waiting:
-            self.waiting += len(candidates)
-            self.next_expiry_at = _earliest(self.next_expiry_at, first)
-        if at_risk:
-            self.at_risk += len(candidates)
-            self.at_risk_expires_at = _earliest(self.at_risk_expires_at, first)
-
-    def summary(self) -> str:
-        if self.dry_run:
-            return (
-                f"Dry run: would archive {self.found} conversations ({self.messages} messages){self._mirror_part('would mirror')}; "
-                f"{self.quarantined} unreadable; nothing was written or deleted."
-            )
-        return (
-            f"Archived {self.archived} conversations ({self.messages} messages){self._mirror_part('mirrored')} "
-            f"in {self.duration:.2f}s; {self.deferred} deferred, {self.quarantined} quarantined, {self.errors} errors."
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        now: datetime | None = None,
+        cutoff_hours: float | None = None,
+        ttl_buffer_minutes: float | None = None,
+        batch_size: int | None = None,
+        dry_run: bool = False,
+        mirror: bool | None = None,
+    ) -> Options:
+        """The run's options: the settings, with what the command line gave in their place."""
+        if ttl_buffer_minutes is None:
+            ttl_buffer_minutes = conf.get("TTL_BUFFER_MINUTES")
+        return cls(
+            now=now or timezone.now(),
+            cutoff=timedelta(hours=conf.get("CUTOFF_HOURS") if cutoff_hours is None else cutoff_hours),
+            ttl_buffer=required_buffer() if ttl_buffer_minutes is None else timedelta(minutes=ttl_buffer_minutes),
+            batch_size=batch_size or conf.get("BATCH_SIZE"),
+            dry_run=dry_run,
+            mirror=bool(conf.get("MIRROR_LIVE")) if mirror is None else mirror,
         )
-
-    def _mirror_part(self, verb: str) -> str:
-        if not self.mirror:
-            return ""
-        return f" and {verb} {self.mirrored} live conversations ({self.mirrored_messages} new messages)"
-
-
-def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def options(
-    *,
-    now: datetime | None = None,
-    cutoff_hours: float | None = None,
-    ttl_buffer_minutes: float | None = None,
-    batch_size: int | None = None,
-    dry_run: bool = False,
-    mirror: bool | None = None,
-) -> Options:
-    if ttl_buffer_minutes is None:
-        ttl_buffer_minutes = conf.get("TTL_BUFFER_MINUTES")
-    return Options(
-        now=now or timezone.now(),
-        cutoff=timedelta(hours=conf.get("CUTOFF_HOURS") if cutoff_hours is None else cutoff_hours),
-        ttl_buffer=required_buffer() if ttl_buffer_minutes is None else timedelta(minutes=ttl_buffer_minutes),
-        batch_size=batch_size or conf.get("BATCH_SIZE"),
-        dry_run=dry_run,
-        mirror=bool(conf.get("MIRROR_LIVE")) if mirror is None else mirror,
-    )
 
 
 # How many of the latest runs the TTL buffer allows for.
@@ -219,7 +132,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
     try:
         client = connect()
         with run_lock(client, skip=opts.dry_run) as renew:
-            run = None if opts.dry_run else _record_start(report)
+            run = None if opts.dry_run else record_start(report)
             writer = BatchWriter(client, opts, report)
             try:
                 for layout in enabled_layouts():
@@ -256,19 +169,9 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
         except OSError as exc:
             logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
             report.error(f"health file: {exc}")
-        _record_finish(run, report)  # after the health file, so the record counts its failure too
-        _write_metrics()
+        record_finish(run, report)  # after the health file, so the record counts its failure too
+        write_metrics()
     return report
-
-
-def _write_metrics() -> None:
-    """After the run record: the textfile's counters include this run. A failure is logged and
-    not counted (the run is recorded already); the file's last-run time then goes stale,
-    which is what the alerts watch."""
-    try:
-        metrics.write_textfile()
-    except (OSError, DatabaseError) as exc:
-        logger.error("Cannot write the metrics file %s: %s", conf.get("METRICS_TEXTFILE"), exc)
 
 
 def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[list[str]]:
@@ -298,7 +201,7 @@ ANALYZE_AFTER = 1000
 
 def _tidy_live(report: RunReport) -> None:
     try:
-        storage.with_retry(lambda: storage.forget_expired(timezone.now()), "forgetting expired live conversations")
+        retry.with_retry(lambda: storage.forget_expired(timezone.now()), "forgetting expired live conversations")
         if report.mirrored >= ANALYZE_AFTER:
             storage.analyze_live()
     except DatabaseError as exc:
@@ -313,7 +216,7 @@ class Batch:
     values the probe could not read."""
 
     layout: Layout
-    keys: int
+    key_count: int
     due: list[Candidate]
     broken: list[Broken]
     began: float
@@ -403,7 +306,7 @@ def _live_threads(layout: Layout, candidates: list[Candidate]) -> dict[str, stor
     if not candidates:
         return {}
     keys = [c.key for c in candidates]
-    return storage.with_retry(lambda: storage.live_threads(layout.name, keys), "reading the live mirror's watermarks")
+    return retry.with_retry(lambda: storage.live_threads(layout.name, keys), "reading the live mirror's watermarks")
 
 
 def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
@@ -437,7 +340,7 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
 
     def guard(items: list[tuple[Conversation, Held]]) -> list[bool]:
         try:
-            missing = storage.with_retry(lambda: storage.unarchived(items, committed), "checking what the keys hold")
+            missing = retry.with_retry(lambda: storage.unarchived(items, committed), "checking what the keys hold")
         except DatabaseError as exc:  # cannot tell: every key stays, the next run checks again
             for conversation, _ in items:
                 refused[id(conversation)] = f"the archive could not be asked: {exc}"
@@ -472,7 +375,7 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
         _detail(written, removed, mirrored, refused)
     logger.info(
         "Batch of %d keys (%s): %d archived, %d mirrored, %d deferred, %d unreadable in %.2fs",
-        batch.keys,
+        batch.key_count,
         layout.name,
         archived,
         len(mirrored),
@@ -514,7 +417,7 @@ def _live_record(action: Callable[[], None], what: str, report: RunReport) -> No
     """Bookkeeping of the live mirror, after the rows committed: if it fails, nothing is lost
     (the next run reads those conversations again and stores nothing twice); it is reported."""
     try:
-        storage.with_retry(action, what)
+        retry.with_retry(action, what)
     except DatabaseError as exc:
         logger.error("Database error while %s: %s", what, exc)
         report.error(f"{what}: {exc}")
@@ -609,14 +512,14 @@ def _write(
         return []
     mirror = mirror or Mirror()
     try:
-        written = storage.with_retry(
+        written = retry.with_retry(
             lambda: storage.write_conversations(conversations, opts.now, mirror.since), "archiving a batch"
         )
     except ProgrammingError as exc:
         raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
-    except (DatabaseError, *storage.UNSTORABLE) as exc:
-        if not storage.is_data_error(exc) or len(conversations) == 1:
-            return _failed(client, conversations, exc, report, quarantine=storage.is_data_error(exc), opts=opts)
+    except (DatabaseError, *retry.UNSTORABLE) as exc:
+        if not retry.is_data_error(exc) or len(conversations) == 1:
+            return _failed(client, conversations, exc, report, quarantine=retry.is_data_error(exc), opts=opts)
         # One conversation's rows broke the batch: write them one by one to find it.
         stored: list[Conversation] = []
         for conversation in conversations:
@@ -650,7 +553,7 @@ def _quarantine(broken: list[Broken], opts: Options, report: RunReport, count: b
     if not any(b.counted for b in broken):
         return
     try:
-        new = storage.with_retry(lambda: storage.quarantine(broken, opts.now), "quarantining unreadable checkpoints")
+        new = retry.with_retry(lambda: storage.quarantine(broken, opts.now), "quarantining unreadable checkpoints")
     except DatabaseError as exc:
         for b in broken:
             logger.error("Cannot quarantine %s (%s): %s; it stays in Redis", b.key, b.error, exc)
@@ -661,49 +564,6 @@ def _quarantine(broken: list[Broken], opts: Options, report: RunReport, count: b
         report.quarantined += 1
         if count:
             report.error(f"{b.key}: {b.error}")
-
-
-def _record_start(report: RunReport) -> ArchiveRun | None:
-    try:
-        # We hold the lock, so a run still marked running was killed before it could finish.
-        ArchiveRun.objects.filter(status=ArchiveRun.Status.RUNNING).update(
-            status=ArchiveRun.Status.UNHEALTHY, error_messages="The run ended without finishing (killed or crashed)."
-        )
-        return ArchiveRun.objects.create(started_at=report.started_at)
-    except ProgrammingError as exc:
-        raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
-    except DatabaseError as exc:
-        logger.error("Cannot record the run in the database: %s", exc)
-        return None
-
-
-def _record_finish(run: ArchiveRun | None, report: RunReport) -> None:
-    fields = dict(
-        finished_at=report.finished_at,
-        status=ArchiveRun.Status.HEALTHY if report.healthy else ArchiveRun.Status.UNHEALTHY,
-        checkpoints_found=report.found,
-        checkpoints_archived=report.archived,
-        messages_archived=report.messages,
-        deferred=report.deferred,
-        quarantined=report.quarantined,
-        mirrored=report.mirrored,
-        mirrored_messages=report.mirrored_messages,
-        errors=report.errors,
-        error_messages="\n".join(report.error_messages),
-    )
-    if report.scanned:
-        fields.update(
-            waiting=report.waiting, at_risk=report.at_risk,
-            at_risk_expires_at=report.at_risk_expires_at, next_expiry_at=report.next_expiry_at,
-        )
-    try:
-        connection.close_if_unusable_or_obsolete()
-        if run is None:
-            ArchiveRun.objects.create(started_at=report.started_at, **fields)
-        else:
-            ArchiveRun.objects.filter(pk=run.pk).update(**fields)
-    except DatabaseError as exc:
-        logger.error("Cannot record the run in the database: %s", exc)
 
 
 def _say(progress: Callable[[str], None] | None, line: str) -> None:

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
+from django.db import IntegrityError, connection, transaction
 
-from conversations import conf
 from conversations.checkpoints.base import Broken, Conversation, Held
 from conversations.checkpoints.history import Entry
 from conversations.checkpoints.messages import PROVISIONAL_PREFIX, Message
@@ -31,7 +27,6 @@ from conversations.models import ArchivedConversation, ConversationHistory, Live
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 COLUMNS = [
     "conversation_id",
@@ -58,49 +53,6 @@ COLUMNS = [
 STAGING = "conversation_history_staging"
 # A message not yet archived: its conversation, the entry, its fingerprint, its position.
 NewRow = tuple[Conversation, Entry, str, int]
-# Errors worth another attempt: the connection or the server, not the data.
-RETRYABLE = (OperationalError, InterfaceError)
-# Values that cannot be stored, found only while the rows are formatted or sent: text with a
-# lone surrogate (read from JSON, or a key name that is not UTF-8), JSON nested deeper than
-# orjson writes (255) or json.dumps recurses. Like a row the database refused, they quarantine
-# their own conversation instead of failing the batch on every run.
-UNSTORABLE = (UnicodeError, orjson.JSONEncodeError, RecursionError)
-# SQLSTATE class 54, "program limit exceeded": a value too big for an index entry (a 3 kB id)
-# or for the content search's tsvector (megabytes of distinct words). Data, not the server.
-PROGRAM_LIMIT_EXCEEDED = "54"
-
-
-def with_retry(action: Callable[[], T], what: str) -> T:
-    """Run a database action with the configured attempts; between them, drop the
-    connection so the next attempt starts on a fresh one."""
-
-    def before_sleep(state: Any) -> None:
-        logger.warning(
-            "Database error while %s (attempt %d of %d): %s; retrying in %ss",
-            what,
-            state.attempt_number,
-            conf.get("RETRY_ATTEMPTS"),
-            state.outcome.exception(),
-            conf.get("RETRY_DELAY_SECONDS"),
-        )
-        connection.close()
-
-    retrying = Retrying(
-        stop=stop_after_attempt(max(1, int(conf.get("RETRY_ATTEMPTS")))),
-        wait=wait_fixed(conf.get("RETRY_DELAY_SECONDS")),
-        retry=retry_if_exception(lambda exc: isinstance(exc, RETRYABLE) and not is_data_error(exc)),
-        before_sleep=before_sleep,
-        sleep=lambda seconds: pause(seconds),
-        reraise=True,
-    )
-    return retrying(action)
-
-
-def pause(seconds: float) -> None:
-    """The wait between attempts (a seam for tests)."""
-    time.sleep(seconds)
-
-
 @dataclass
 class Written:
     """What a committed batch left in the archive: rows added, every message key each
@@ -692,15 +644,6 @@ def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:
             ignore_conflicts=True,
         )
     return new
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """An error caused by the rows themselves, as opposed to the server or the schema."""
-    from django.db import DataError, IntegrityError
-
-    if isinstance(exc, (DataError, IntegrityError, *UNSTORABLE)):
-        return True
-    return str(getattr(exc.__cause__, "sqlstate", "") or "").startswith(PROGRAM_LIMIT_EXCEEDED)
 
 
 def printable(text: str) -> str:

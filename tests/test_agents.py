@@ -25,7 +25,7 @@ import pytest
 import redis
 from django.utils import timezone
 
-from conversations.archiving import options, run_archive
+from conversations.archiving import Options, run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
@@ -128,7 +128,7 @@ def test_every_message_real_agents_ever_had_is_archived_once(stack, saver_python
     url = stack_url(stack)
     expected = write(saver_python(version), url, saver, f"v{version}-{saver}", tmp_path / "expected.json")
 
-    report = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    report = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     assert report.errors == 0, report.error_messages
     assert report.archived == len(expected["threads"])
@@ -150,7 +150,7 @@ def test_what_a_summarizing_bot_removed_is_kept_and_marked(stack, saver_python, 
     expected = write(saver_python("0.5"), stack_url(stack), saver, f"sum-{saver}", tmp_path / "e.json", "summarize")
     [(thread, facts)] = expected["threads"].items()
 
-    run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     rows = archived(facts["conversation_id"])
     if saver == "redis":  # every checkpoint survives: the whole conversation
@@ -168,7 +168,7 @@ def test_the_customer_id_passed_only_as_configuration_is_found_in_the_metadata(s
     expected = write(saver_python("0.5"), stack_url(stack), "redis", "cfg", tmp_path / "e.json", "configurable", "configurable_meta")
     by_scenario = {facts["scenario"]: (thread, facts) for thread, facts in expected["threads"].items()}
 
-    run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     thread, facts = by_scenario["configurable_meta"]
     assert facts["customer_id"] is None and facts["metadata_customer_id"]
@@ -204,7 +204,7 @@ def test_the_delete_guard_keeps_what_a_blind_reader_missed(stack, saver_python, 
     else:
         monkeypatch.setattr(indexed, "read_pending", lambda *args: Pending())
 
-    blinded = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    blinded = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     assert blinded.archived == 0 and blinded.errors == 1
     assert "the delete guard refused them (not archived: " in blinded.error_messages[0]
@@ -212,7 +212,7 @@ def test_the_delete_guard_keeps_what_a_blind_reader_missed(stack, saver_python, 
     assert len(archived(facts["conversation_id"])) < len(facts["messages"])
 
     monkeypatch.undo()
-    seeing = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    seeing = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     assert (seeing.archived, seeing.errors) == (1, 0)
     assert [as_expected(r) for r in archived(facts["conversation_id"])] == expected_rows(facts["messages"])

@@ -18,8 +18,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from freezegun import freeze_time
 
-from conversations import storage
-from conversations.archiving import options, run_archive
+from conversations import retry, storage
+from conversations.archiving import Options, run_archive
 from conversations.exceptions import RunInProgress
 from conversations.models import ArchiveRun, ConversationHistory
 from tests.factories import hours_ago, lc, plain_value
@@ -165,7 +165,7 @@ def test_database_unreachable_retries_then_keeps_the_keys(plain_redis, settings,
     settings.ARCHIVER = {**settings.ARCHIVER, "RETRY_ATTEMPTS": 2, "RETRY_DELAY_SECONDS": 5}
     seed(plain_redis)
     pauses, attempts = [], []
-    monkeypatch.setattr(storage, "pause", pauses.append)
+    monkeypatch.setattr(retry, "pause", pauses.append)
     real_write = storage.write_conversations
 
     def server_gone(conversations, now, since=None):
@@ -178,7 +178,7 @@ def test_database_unreachable_retries_then_keeps_the_keys(plain_redis, settings,
     port = connection.settings_dict["PORT"]
     try:
         with caplog.at_level(logging.INFO, logger="conversations"):
-            report = run_archive(options())
+            report = run_archive(Options.from_settings())
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
@@ -191,7 +191,7 @@ def test_database_unreachable_retries_then_keeps_the_keys(plain_redis, settings,
     assert not ConversationHistory.objects.exists()
 
     monkeypatch.undo()
-    assert run_archive(options()).archived == 1  # the next run completes the work
+    assert run_archive(Options.from_settings()).archived == 1  # the next run completes the work
 
 
 def test_a_failed_first_attempt_is_retried_and_succeeds(plain_redis, settings, monkeypatch):
@@ -208,7 +208,7 @@ def test_a_failed_first_attempt_is_retried_and_succeeds(plain_redis, settings, m
         return real_write(conversations, now, since)
 
     monkeypatch.setattr(storage, "write_conversations", flaky)
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
     assert len(calls) == 2 and report.errors == 0 and report.archived == 1
 
 
@@ -228,9 +228,9 @@ def test_a_lock_left_by_a_killed_run_expires(plain_redis, settings):
     plain_redis.set(LOCK, "killed-run", px=300)
     seed(plain_redis)
     with pytest.raises(RunInProgress):
-        run_archive(options())
+        run_archive(Options.from_settings())
     time.sleep(0.4)
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
     assert report.archived == 1
     statuses = sorted(ArchiveRun.objects.values_list("status", flat=True))
     assert statuses == ["healthy", "unhealthy"]
@@ -251,14 +251,14 @@ def test_two_runs_at_once_one_works_the_other_says_so(plain_redis, monkeypatch):
     results = {}
 
     def first():
-        results["first"] = run_archive(options())
+        results["first"] = run_archive(Options.from_settings())
         connection.close()
 
     worker = threading.Thread(target=first)
     worker.start()
     assert started.wait(10)
     with pytest.raises(RunInProgress):
-        run_archive(options())
+        run_archive(Options.from_settings())
     worker.join()
     assert results["first"].archived == 3
     assert ConversationHistory.objects.count() == 6

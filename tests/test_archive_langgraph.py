@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from conversations.archiving import options, run_archive
+from conversations.archiving import Options, run_archive
 from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
 from tests import lgwriter
 
@@ -22,7 +22,7 @@ THREAD = "wa:34600111222:2026"  # thread ids with ':' must work
 
 def archive(**kwargs):
     kwargs.setdefault("now", timezone.now() + timedelta(hours=24))
-    return run_archive(options(**kwargs))
+    return run_archive(Options.from_settings(**kwargs))
 
 
 def archived(conversation_id: str) -> list[dict]:

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conversations.archiving import is_due, options, run_archive
+from conversations.archiving import Options, is_due, run_archive
 from conversations.checkpoints import Candidate
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
 from tests.factories import hours_ago, lc, plain_value, simple
@@ -20,7 +20,7 @@ KEY = "langgraph:checkpoint:wa-msg-abc123:1698765432"
 
 
 def archive(**kwargs):
-    return run_archive(options(**kwargs))
+    return run_archive(Options.from_settings(**kwargs))
 
 
 def test_archives_an_expired_conversation_and_removes_its_key(plain_redis):
@@ -101,7 +101,7 @@ def test_keys_with_exactly_the_ttl_buffer_left_are_not_yet_due(ttl_seconds, due)
     now = timezone.now()
     candidate = Candidate(key=KEY, thread_id="t", checkpoint_ns="", checkpoint_key=KEY,
                           checkpoint_time=now - timedelta(hours=1), ttl_seconds=ttl_seconds)
-    assert is_due(candidate, options(now=now, ttl_buffer_minutes=60)) is due
+    assert is_due(candidate, Options.from_settings(now=now, ttl_buffer_minutes=60)) is due
 
 
 @pytest.mark.parametrize("longest_run_minutes, due", [(19, False), (21, True)])

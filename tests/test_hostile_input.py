@@ -36,7 +36,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from bench import reliability
-from conversations.archiving import RunReport, options, run_archive
+from conversations.archiving import Options, RunReport, run_archive
 from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
 from tests import lgwriter
@@ -249,10 +249,10 @@ def test_hostile_plain_values_are_quarantined_never_run_and_do_not_stop_the_run(
         values[key] = data.draw(hostile_plain_values(marker), label="value")
         plain_redis.set(key, values[key])
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     check_run(plain_redis, report, list(values), expected, marker, values)
-    again = run_archive(options())
+    again = run_archive(Options.from_settings())
     assert again.quarantined == 0 and not marker.exists()  # quarantined once, not on every run
     assert ConversationHistory.objects.filter(conversation_id__startswith="ok-").count() == 6
 
@@ -294,7 +294,7 @@ def test_named_hostile_values(plain_redis, tmp_path, name):
     value = NAMED[name]()
     plain_redis.set(key, value)
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     check_run(plain_redis, report, [key], expected, marker, {key: value})
     assert plain_redis.exists(key) and report.quarantined == 1, report.error_messages
@@ -303,7 +303,7 @@ def test_named_hostile_values(plain_redis, tmp_path, name):
 def test_a_10_mb_message_postgresql_can_hold_is_archived_intact(plain_redis):
     big = "ñ" * (5 * 2**20) + " fin"  # 10 MB of UTF-8, one word
     plain_redis.set(PREFIX + b"big:1", json.dumps(valid_plain([lc("human", big, "big-1")])))
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
     assert report.errors == 0 and report.archived == 1
     assert ConversationHistory.objects.get(message_id="big-1").content == big
 
@@ -319,7 +319,7 @@ def test_key_names_that_are_not_text(plain_redis, tmp_path, raw_key):
     plain_redis.set(keys[0], good_value)
     plain_redis.set(keys[1], b"not json")
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     check_run(plain_redis, report, keys, expected, marker, {keys[0]: good_value.encode(), keys[1]: b"not json"})
     assert all(plain_redis.exists(k) for k in keys)
@@ -445,7 +445,7 @@ def test_hostile_saver_documents_and_pending_writes(stack_redis, tmp_path, data)
         stack_redis.delete(target)
         stack_redis.set(target, value)
 
-    report = run_archive(options(now=timezone.now() + timedelta(hours=24)))
+    report = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=24)))
 
     assert not marker.exists()
     # Every error is a quarantined value, or a thread the delete guard kept whole in Redis
@@ -486,7 +486,7 @@ def test_any_thread_id_is_archived_once_and_no_other_thread_is_touched(stack_red
     threads_keys = set(stack_redis.scan_iter(count=1000)) - neighbours_keys
     findable = index_lists(stack_redis, thread, saver)
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     ids = [m["id"] for m in expected]
     if "\x00" in thread:  # PostgreSQL text cannot hold a NUL: the conversation is quarantined and stays

@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import Count, Max, Min
 
 from conversations import erasure, storage
-from conversations.archiving import options, run_archive
+from conversations.archiving import Options, run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 from conversations.retention import purge
 from tests.factories import hours_ago, lc, plain_value
@@ -81,7 +81,7 @@ def test_a_purge_during_a_run_that_stores_the_conversation_leaves_its_record_rig
         return thread
 
     results: dict = {}
-    run = in_thread(lambda: run_archive(options()), results, "run")
+    run = in_thread(lambda: run_archive(Options.from_settings()), results, "run")
     assert inside.wait(30)
     purging = in_thread(lambda: purge(6), results, "purge")
     deadline = time.monotonic() + 30
@@ -102,7 +102,7 @@ def test_an_archive_run_waits_for_a_purge_to_release_the_lock(plain_redis):
     seed_due(plain_redis, "conv-1")
     plain_redis.set(LOCK, "purge:0123", px=700)
     began = time.monotonic()
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
     assert report.archived == 1 and report.healthy
     assert time.monotonic() - began >= 0.5
 

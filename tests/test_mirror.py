@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations import storage
-from conversations.archiving import options, run_archive
+from conversations.archiving import Options, run_archive
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread
 from tests.factories import hours_ago, lc, plain_value
 from tests.test_agents import empty, saver_python, stack_url  # noqa: F401 (saver_python: a fixture)
@@ -64,7 +64,7 @@ def bot_writes(client: redis.Redis, *messages: dict[str, Any], age_hours: float 
 def test_a_live_conversation_is_copied_at_every_run_and_its_key_stays(mirrored_redis):
     bot_writes(mirrored_redis, lc("human", "hola", "h1"), lc("ai", "buenas", "a1"))
 
-    first = run_archive(options())
+    first = run_archive(Options.from_settings())
 
     assert (first.archived, first.mirrored, first.mirrored_messages, first.messages) == (0, 1, 2, 0)
     assert texts() == [("hola", True), ("buenas", True)]
@@ -74,7 +74,7 @@ def test_a_live_conversation_is_copied_at_every_run_and_its_key_stays(mirrored_r
     assert live.expires_at > timezone.now() + timedelta(hours=23)
 
     bot_writes(mirrored_redis, lc("human", "hola", "h1"), lc("ai", "buenas", "a1"), lc("human", "¿y mi pedido?", "h2"))
-    second = run_archive(options())
+    second = run_archive(Options.from_settings())
 
     assert (second.mirrored, second.mirrored_messages) == (1, 1)
     assert texts() == [("hola", True), ("buenas", True), ("¿y mi pedido?", True)]
@@ -84,7 +84,7 @@ def test_a_live_conversation_is_copied_at_every_run_and_its_key_stays(mirrored_r
 def test_a_run_reads_only_the_conversations_that_changed(mirrored_redis, monkeypatch):
     for n in range(5):
         mirrored_redis.set(f"langgraph:checkpoint:still-{n}:1", plain_value([lc("human", f"hola {n}", f"h{n}")], ts=hours_ago(1)))
-    assert run_archive(options()).mirrored == 5
+    assert run_archive(Options.from_settings()).mirrored == 5
     from conversations.checkpoints.plain import PlainLayout
 
     loaded: list[str] = []
@@ -92,27 +92,27 @@ def test_a_run_reads_only_the_conversations_that_changed(mirrored_redis, monkeyp
     monkeypatch.setattr(PlainLayout, "load", lambda self, client, due: loaded.extend(c.key for c in due) or real_load(self, client, due))
     mirrored_redis.set("langgraph:checkpoint:still-3:1", plain_value([lc("human", "hola 3", "h3"), lc("ai", "dime", "a3")], ts=hours_ago(0.5)))
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     assert (report.mirrored, report.mirrored_messages) == (1, 1)
     assert loaded == ["langgraph:checkpoint:still-3:1"]
-    unchanged = run_archive(options())
+    unchanged = run_archive(Options.from_settings())
     assert (unchanged.mirrored, unchanged.mirrored_messages) == (0, 0)
     assert ConversationHistory.objects.count() == 6
 
 
 def test_a_message_mirrored_live_is_not_stored_again_when_archived_nor_when_trimmed(mirrored_redis):
     bot_writes(mirrored_redis, lc("human", "hola", "h1"), lc("ai", "buenas", "a1"))
-    run_archive(options())
+    run_archive(Options.from_settings())
     # The bot trims "hola": the only checkpoint it was in is overwritten.
     bot_writes(mirrored_redis, lc("ai", "buenas", "a1"), lc("human", "adiós", "h2"))
-    trimmed = run_archive(options())
+    trimmed = run_archive(Options.from_settings())
 
     assert trimmed.mirrored_messages == 1
     assert texts() == [("hola", False), ("buenas", True), ("adiós", True)]
 
     bot_writes(mirrored_redis, lc("ai", "buenas", "a1"), lc("human", "adiós", "h2"), age_hours=24)
-    archived = run_archive(options())
+    archived = run_archive(Options.from_settings())
 
     assert (archived.archived, archived.messages, archived.mirrored) == (1, 0, 0)
     assert texts() == [("hola", False), ("buenas", True), ("adiós", True)]
@@ -128,11 +128,11 @@ def test_a_crash_between_the_rows_and_the_watermark_duplicates_nothing(mirrored_
 
     monkeypatch.setattr(storage, "keep_live", killed)
     with pytest.raises(SystemExit):
-        run_archive(options())
+        run_archive(Options.from_settings())
     assert len(rows()) == 2 and not LiveThread.objects.exists()
 
     monkeypatch.undo()
-    again = run_archive(options())
+    again = run_archive(Options.from_settings())
 
     assert (again.mirrored, again.mirrored_messages) == (1, 0)
     assert texts() == [("hola", True), ("buenas", True)]
@@ -141,10 +141,10 @@ def test_a_crash_between_the_rows_and_the_watermark_duplicates_nothing(mirrored_
 
 def test_a_thread_started_over_after_it_was_archived_keeps_the_old_rows_unmarked(mirrored_redis):
     bot_writes(mirrored_redis, lc("human", "hola", "h1"), age_hours=24)
-    run_archive(options())
+    run_archive(Options.from_settings())
     bot_writes(mirrored_redis, lc("human", "otra vez", "h2"))
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     assert report.mirrored_messages == 1
     assert texts() == [("hola", True), ("otra vez", True)]
@@ -192,11 +192,11 @@ def test_the_summary_line_health_file_and_run_record_count_the_mirror(mirrored_r
 
 def test_live_rows_of_expired_keys_are_forgotten(mirrored_redis):
     bot_writes(mirrored_redis, lc("human", "hola", "h1"))
-    run_archive(options())
+    run_archive(Options.from_settings())
     LiveThread.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     mirrored_redis.delete(KEY)  # it expired: what it held is in the archive
 
-    run_archive(options())
+    run_archive(Options.from_settings())
 
     assert not LiveThread.objects.exists() and len(rows()) == 1
 
@@ -235,7 +235,7 @@ def test_a_ttl_buffer_of_at_least_the_derived_one_is_taken(mirrored_redis, setti
 def test_the_admin_shows_live_and_archived_conversations(mirrored_redis):
     bot_writes(mirrored_redis, lc("human", "hola", "h1"))
     mirrored_redis.set("langgraph:checkpoint:wa-old:1", plain_value([lc("human", "antes", "h0")], ts=hours_ago(30)))
-    run_archive(options())
+    run_archive(Options.from_settings())
     client = Client()
     client.force_login(User.objects.create_superuser("admin", "a@example.com", "x"))
 
@@ -328,7 +328,7 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
             if not line.startswith("STEP "):
                 continue
             views.append(json.loads(line[5:]))
-            report = run_archive(options())
+            report = run_archive(Options.from_settings())
             assert (report.errors, report.archived, report.mirrored) == (0, 0, 1), report.error_messages
             assert [shown(r) for r in rows(conversation_id)] == ordered_union(views), f"after turn {len(views)}"
             bot.stdin.write("\n")
@@ -338,8 +338,8 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
     if saver == "redis":  # a shallow saver keeps no older checkpoint to skip
         assert sum(skipped) > len(views), skipped
 
-    unchanged = run_archive(options())
-    final = run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    unchanged = run_archive(Options.from_settings())
+    final = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     assert (unchanged.mirrored, unchanged.archived) == (0, 0)
     assert (final.errors, final.archived, final.messages) == (0, 1, 0), final.error_messages

@@ -31,7 +31,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bench import reliability
-from conversations.archiving import options, run_archive
+from conversations.archiving import Options, run_archive
 from conversations.models import ArchiveRun, ConversationHistory
 from tests import lgwriter
 from tests.factories import hours_ago, lc, plain_value
@@ -234,7 +234,7 @@ def archive_from_the_bots_thread() -> None:
     """A run started inside the bot's saver call, which LangGraph may make from a worker thread
     of its own: that thread's database connection is closed after the run."""
     try:
-        run_archive(options(now=timezone.now() + timedelta(hours=24)))
+        run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=24)))
     finally:
         if threading.current_thread() is not threading.main_thread():
             connection.close()
@@ -285,7 +285,7 @@ def test_a_checkpoint_stored_just_before_the_archiver_deletes_the_thread_is_not_
     assert bot_error is None, f"the bot lost its own conversation: {bot_error!r}"
 
     in_redis = lgwriter.conversation_state(url, "t-race")["messages"]
-    run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
     ids = list(ConversationHistory.objects.filter(conversation_id="t-race").order_by("position").values_list("message_id", flat=True))
     assert len(in_redis) == len(first) + 2  # the bot's view after the turn: the user's question and its answer
     assert ids == [m["id"] for m in in_redis]
@@ -323,7 +323,7 @@ def test_a_users_message_read_from_an_input_checkpoint_is_archived_once(stack_re
     assert seen["runs_in_between"] == 1
     assert ConversationHistory.objects.filter(message_key__startswith="input:").count() == 1  # the provisional row
 
-    run_archive(options(now=timezone.now() + timedelta(hours=48)))
+    run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 
     rows = list(ConversationHistory.objects.filter(conversation_id="t-input").order_by("position").values_list("message_id", "content", "message_key"))
     assert [(i, c) for i, c, _ in rows] == [(m["id"], m["content"]) for m in expected]
@@ -340,7 +340,7 @@ def test_archiving_a_thread_leaves_threads_the_search_index_confuses_with_it_alo
     lgwriter.write_conversation(url, "x", ["hola"], saver=saver, ttl_minutes=30)
     neighbours = {t: lgwriter.write_conversation(url, t, ["sigo aquí"], saver=saver) for t in ("conv-a", "CONV-A", "x,y")}
 
-    report = run_archive(options())
+    report = run_archive(Options.from_settings())
 
     assert report.archived == 2 and report.errors == 0
     assert [m["id"] for m in lgwriter.conversation_state(url, "Conv-A", saver=saver)["messages"]] == []

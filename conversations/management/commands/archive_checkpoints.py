@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import conf
-from conversations.archiving import buffer_problem, options, run_archive
+from conversations.archiving import Options, buffer_problem, run_archive
 from conversations.exceptions import RunInProgress
 
 
@@ -56,7 +56,7 @@ class Command(BaseCommand):
         buffer = opts["ttl_buffer_minutes"] if opts["ttl_buffer_minutes"] is not None else conf.get("TTL_BUFFER_MINUTES")
         if buffer is not None and (problem := buffer_problem(buffer)):
             raise CommandError(problem)
-        run = options(
+        run_options = Options.from_settings(
             cutoff_hours=opts["cutoff_hours"],
             ttl_buffer_minutes=opts["ttl_buffer_minutes"],
             batch_size=opts["batch_size"],
@@ -66,7 +66,7 @@ class Command(BaseCommand):
         progress = self.stdout.write if opts["verbosity"] >= 2 or opts["dry_run"] else None
         try:
             with log_level(opts["verbosity"]):
-                report = run_archive(run, progress=progress)
+                report = run_archive(run_options, progress=progress)
         except RunInProgress as exc:
             self.stderr.write(str(exc))
             return
