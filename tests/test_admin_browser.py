@@ -197,15 +197,16 @@ def test_support_view_edges_in_the_browser(live_server) -> None:
             page.goto(f"{changelist}?q=cust-heavy")
             assert page.locator(".result-count").inner_text() == "250 messages"
             seen: list[str] = []
+            pages = 1
             while True:
                 seen += page.locator("#result_list tbody td.field-excerpt").all_inner_texts()
-                current = int(page.locator(".paginator .this-page").inner_text())
-                following = page.locator(".paginator a", has_text=str(current + 1))
+                following = page.locator(".paginator a.next-page")  # our own link: Django 5 and 6 mark pages differently
                 if following.count() == 0:
                     break
                 following.first.click()
-                page.wait_for_url(f"**p={current + 1}**")
-            assert sorted(seen) == sorted(f"pedido {i}" for i in range(250))
+                pages += 1
+                page.wait_for_url(f"**p={pages}**")
+            assert pages == 3 and sorted(seen) == sorted(f"pedido {i}" for i in range(250))
 
             # A page past the end stays within the search; "clear the search" says what it does.
             page.goto(f"{changelist}?q=cust-heavy&p=150")
