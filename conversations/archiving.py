@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from conversations import conf, retry, storage
 from conversations.checkpoints import Candidate, Conversation, Layout, enabled_layouts
-from conversations.checkpoints.base import Broken, Held, broken_with_value
+from conversations.checkpoints.base import Held, Unreadable, broken_with_value
 from conversations.checkpoints.client import connect, redis_errors
 from conversations.checkpoints.redisjson import decode
 from conversations.exceptions import ArchiverError, RunInProgress
@@ -218,7 +218,7 @@ class Batch:
     layout: Layout
     key_count: int
     due: list[Candidate]
-    broken: list[Broken]
+    broken: list[Unreadable]
     began: float
     live: list[Candidate] = field(default_factory=list)
     probed_at: datetime | None = None  # when the candidates' TTLs were read
@@ -245,7 +245,7 @@ def read_batch(
     if not opts.dry_run:
         # Left in Redis; without the mirror, what they hold is not archived.
         report.left(live, probed_at, at_risk=not opts.mirror)
-        _found(report, len(due) + sum(1 for b in broken if b.counted))
+        _found(report, len(due) + sum(1 for b in broken if b.quarantine))
         return Batch(layout, len(keys), due, broken, began, live if opts.mirror else [], probed_at)
     live = live if opts.mirror else []
 
@@ -257,9 +257,9 @@ def read_batch(
     mirroring = {c.key for c in live}
     archiving = [c for c in conversations if c.candidate.key not in mirroring]
     mirrored = [c for c in conversations if c.candidate.key in mirroring]
-    _found(report, len(archiving) + sum(1 for b in broken if b.counted))
+    _found(report, len(archiving) + sum(1 for b in broken if b.quarantine))
     report.messages += sum(len(c.messages) for c in archiving)
-    report.quarantined += sum(1 for b in broken if b.counted)
+    report.quarantined += sum(1 for b in broken if b.quarantine)
     if mirrored:
         new = storage.count_new(mirrored)
         report.mirrored += len(mirrored)
@@ -268,15 +268,15 @@ def read_batch(
     for c in archiving:
         _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
     for b in broken:
-        if b.counted:
+        if b.quarantine:
             _say(progress, f"would quarantine {b.key}: {b.error}")
     return None
 
 
-def _mark(broken: list[Broken], layout: Layout) -> None:
+def _mark(broken: list[Unreadable], layout: Layout) -> None:
     for b in broken:
         b.source = b.source or layout.name
-        if not b.counted:
+        if not b.quarantine:
             logger.warning("Skipping %s: %s", b.key, b.error)
 
 
@@ -380,13 +380,13 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunRep
         archived,
         len(mirrored),
         deferred,
-        sum(1 for b in batch.broken + unreadable if b.counted),
+        sum(1 for b in batch.broken + unreadable if b.quarantine),
         time.monotonic() - batch.began,
     )
 
 
 def _count_left(
-    batch: Batch, unreadable: list[Broken], written: list[Conversation], removed: list[bool],
+    batch: Batch, unreadable: list[Unreadable], written: list[Conversation], removed: list[bool],
     live: list[Candidate], mirrored: list[Conversation], report: RunReport,
 ) -> None:
     """The due conversations the batch did not archive stay in Redis with messages the archive
@@ -549,8 +549,8 @@ def _failed(
     return []
 
 
-def _quarantine(broken: list[Broken], opts: Options, report: RunReport, count: bool = True) -> None:
-    if not any(b.counted for b in broken):
+def _quarantine(broken: list[Unreadable], opts: Options, report: RunReport, count: bool = True) -> None:
+    if not any(b.quarantine for b in broken):
         return
     try:
         new = retry.with_retry(lambda: storage.quarantine(broken, opts.now), "quarantining unreadable checkpoints")

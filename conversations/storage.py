@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from django.db import IntegrityError, connection, transaction
 
-from conversations.checkpoints.base import Broken, Conversation, Held
+from conversations.checkpoints.base import Conversation, Held, Unreadable
 from conversations.checkpoints.history import Entry
 from conversations.checkpoints.messages import PROVISIONAL_PREFIX, Message
 from conversations.models import ArchivedConversation, ConversationHistory, LiveThread, QuarantinedCheckpoint
@@ -617,9 +617,9 @@ def count_new(conversations: list[Conversation]) -> int:
     return len(seen)
 
 
-def quarantine(broken: list[Broken], now: datetime) -> list[Broken]:
+def quarantine(broken: list[Unreadable], now: datetime) -> list[Unreadable]:
     """Keep unreadable values; return those quarantined now for the first time."""
-    keep = [b for b in broken if b.counted]
+    keep = [b for b in broken if b.quarantine]
     if not keep:
         return []
     digests = {id(b): hashlib.sha1(b.raw_value).hexdigest() for b in keep}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conversations import conf
-from conversations.checkpoints.base import Broken, Candidate, Conversation, Layout
+from conversations.checkpoints.base import Candidate, Conversation, Layout, Unreadable
 from conversations.checkpoints.plain import PlainLayout
 from conversations.checkpoints.saver import SaverLayout
 from conversations.checkpoints.shallow import ShallowLayout
@@ -23,4 +23,4 @@ def enabled_layouts() -> list[Layout]:
     return [LAYOUTS[name]() for name in names]
 
 
-__all__ = ["Broken", "Candidate", "Conversation", "Layout", "enabled_layouts"]
+__all__ = ["Unreadable", "Candidate", "Conversation", "Layout", "enabled_layouts"]

@@ -94,7 +94,7 @@ class Conversation:
 
 
 @dataclass
-class Broken:
+class Unreadable:
     """A value that could not be read; its raw bytes go to quarantine."""
 
     key: str
@@ -102,12 +102,12 @@ class Broken:
     source: str = ""
     redis_type: str = ""
     raw_value: bytes = b""
-    counted: bool = True  # False for conditions worth a warning but nothing to keep
+    quarantine: bool = True  # keep its raw value; False for conditions worth a warning but nothing to keep
 
 
-def broken_with_value(client: redis.Redis, key: str, error: str, source: str = "") -> Broken:
+def broken_with_value(client: redis.Redis, key: str, error: str, source: str = "") -> Unreadable:
     kind, value = raw_value(client, key)
-    return Broken(key=key, error=error, source=source, redis_type=kind, raw_value=value)
+    return Unreadable(key=key, error=error, source=source, redis_type=kind, raw_value=value)
 
 
 # The delete guard: told what each conversation's keys hold, it answers for each whether the
@@ -129,10 +129,10 @@ class Layout(ABC):
         return True
 
     @abstractmethod
-    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]: ...
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]: ...
 
     @abstractmethod
-    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]: ...
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Unreadable]]: ...
 
     @abstractmethod
     def delete_many(self, client: redis.Redis, conversations: list[Conversation], check: Check | None = None) -> list[bool]:

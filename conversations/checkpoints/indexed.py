@@ -32,13 +32,13 @@ import redis
 from conversations import conf
 from conversations.checkpoints import history
 from conversations.checkpoints.base import (
-    Broken,
     Candidate,
     Check,
     Conversation,
     Guard,
     Held,
     Layout,
+    Unreadable,
     broken_with_value,
     fields_of,
     held_in,
@@ -46,7 +46,7 @@ from conversations.checkpoints.base import (
 from conversations.checkpoints.history import Live, Ref, Snapshot
 from conversations.checkpoints.messages import (
     REMOVE,
-        Message,
+    Message,
     State,
     check_storable,
     first_id,
@@ -183,15 +183,15 @@ class IndexedLayout(Layout):
 
     # -- load ----------------------------------------------------------------------------
 
-    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
-        broken: list[Broken] = []
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Unreadable]]:
+        broken: list[Unreadable] = []
         threads = self._read_newest(client, due, broken)
         self._read_history(client, threads, broken)
         self._read_subgraph_writes(client, threads, broken)
         conversations = self._assemble(client, threads, broken)
         return conversations, broken
 
-    def _read_newest(self, client: redis.Redis, due: list[Candidate], broken: list[Broken]) -> list[Thread]:
+    def _read_newest(self, client: redis.Redis, due: list[Candidate], broken: list[Unreadable]) -> list[Thread]:
         """Round 1, and the newest root state parsed with its pending writes."""
         pipe = client.pipeline(transaction=False)
         registries = []
@@ -283,7 +283,7 @@ class IndexedLayout(Layout):
                 thread.documents.append(Document(key, root_ns(fields["checkpoint_ns"]), fields["checkpoint_id"], values))
         return thread
 
-    def _read_history(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
+    def _read_history(self, client: redis.Redis, threads: list[Thread], broken: list[Unreadable]) -> None:
         """A snapshot of every document of the thread from what the search returned of it (its
         time and message ids), and for the rare one whose messages are not all LangChain
         envelopes with ids, from its messages read whole, HISTORY_CHUNK documents a pipeline.
@@ -350,7 +350,7 @@ class IndexedLayout(Layout):
                 held_in(items, thread.held)
                 thread.read.add(document.key)
 
-    def _read_subgraph_writes(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> None:
+    def _read_subgraph_writes(self, client: redis.Redis, threads: list[Thread], broken: list[Unreadable]) -> None:
         """The pending writes of each subgraph namespace's newest checkpoint, found through the
         write index (an interrupted subgraph's finished task keeps its messages there)."""
         asked: list[tuple[Thread, str, str]] = []
@@ -380,7 +380,7 @@ class IndexedLayout(Layout):
                 thread.pending[ns] = Pending()
             thread.suspicious = thread.suspicious or thread.pending[ns].may_hold_nul
 
-    def _assemble(self, client: redis.Redis, threads: list[Thread], broken: list[Broken]) -> list[Conversation]:
+    def _assemble(self, client: redis.Redis, threads: list[Thread], broken: list[Unreadable]) -> list[Conversation]:
         """Plan each thread's history, read the bodies it needs (round 4), and build it."""
         plans = []
         for thread in threads:

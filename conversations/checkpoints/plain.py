@@ -17,7 +17,7 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints import history
-from conversations.checkpoints.base import Broken, Candidate, Check, Conversation, Guard, Held, Layout, held_in
+from conversations.checkpoints.base import Candidate, Check, Conversation, Guard, Held, Layout, Unreadable, held_in
 from conversations.checkpoints.history import Snapshot
 from conversations.checkpoints.messages import check_storable, may_hold_nul, message_keys, parse_json, parse_state, parse_time
 from conversations.checkpoints.redisjson import decode, ttl_seconds
@@ -42,7 +42,7 @@ class PlainLayout(Layout):
     def scan_pattern(self) -> str:
         return self.prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[") + "*"
 
-    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]:
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
         # The value is one small document: read it now, as the age is inside it.
         pipe = client.pipeline(transaction=False)
         for key in keys:
@@ -56,7 +56,7 @@ class PlainLayout(Layout):
                 continue
             if isinstance(raw, Exception):
                 kind = decode(client.type(key)) or "none"
-                broken.append(Broken(key=key, error=f"a {kind} where a JSON string was expected", redis_type=kind, raw_value=client.dump(key) or b""))
+                broken.append(Unreadable(key=key, error=f"a {kind} where a JSON string was expected", redis_type=kind, raw_value=client.dump(key) or b""))
                 continue
             rest = key[len(self.prefix):]
             conversation_id, _, ns = rest.rpartition(":") if ":" in rest else (rest, "", "")
@@ -64,7 +64,7 @@ class PlainLayout(Layout):
                 checkpoint = _checkpoint(parse_json(raw, "the value"))
                 checkpoint_time = _time_of(checkpoint, self.fields.messages)
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(Broken(key=key, error=str(exc), redis_type="string", raw_value=raw))
+                broken.append(Unreadable(key=key, error=str(exc), redis_type="string", raw_value=raw))
                 continue
             candidates.append(
                 Candidate(
@@ -80,14 +80,14 @@ class PlainLayout(Layout):
             )
         return candidates, broken
 
-    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Broken]]:
+    def load(self, client: redis.Redis, due: list[Candidate]) -> tuple[list[Conversation], list[Unreadable]]:
         conversations, broken = [], []
         for candidate in due:
             raw, checkpoint = candidate.value
             try:
                 conversations.append(self._conversation(candidate, raw, checkpoint))
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(Broken(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
+                broken.append(Unreadable(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
         return conversations, broken
 
     def _conversation(self, candidate: Candidate, raw: bytes, checkpoint: dict[str, Any]) -> Conversation:

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from conversations import conf
-from conversations.checkpoints.base import Broken, Candidate, Conversation, Guard, broken_with_value
+from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
 from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import Found, decode, first, json_paths, ttl_seconds
@@ -59,7 +59,7 @@ class SaverLayout(IndexedLayout):
 
     # -- probe -------------------------------------------------------------------------
 
-    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]:
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
@@ -67,7 +67,7 @@ class SaverLayout(IndexedLayout):
         replies = pipe.execute(raise_on_error=False)
 
         pointed: list[tuple[str, str, str, Any]] = []
-        broken: list[Broken] = []
+        broken: list[Unreadable] = []
         for i, key in enumerate(keys):
             value, pttl = replies[2 * i], replies[2 * i + 1]
             if value is None:
@@ -92,7 +92,7 @@ class SaverLayout(IndexedLayout):
                 if paths is None:
                     if isinstance(reply, Exception):
                         raise MalformedCheckpoint(f"the newest checkpoint is not a JSON document ({reply})")
-                    broken.append(Broken(key=key, error=f"points to {target}, which no longer exists", counted=False))
+                    broken.append(Unreadable(key=key, error=f"points to {target}, which no longer exists", quarantine=False))
                     continue
                 stamp = first(paths, "$.checkpoint.ts", "$.checkpoint_ts")
                 if stamp is None:

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from conversations import conf
-from conversations.checkpoints.base import Broken, Candidate, Conversation, Guard, broken_with_value
+from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
 from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import Found, first, json_paths, ttl_seconds
@@ -61,7 +61,7 @@ class ShallowLayout(IndexedLayout):
             names += [f"write_registry:{thread}::shallow", f"{self.zset}:{thread}::shallow"]
         return names
 
-    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Broken]]:
+    def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", "$.checkpoint_ts", "$.checkpoint.id")
