@@ -50,10 +50,11 @@ EXCERPT_CHARS = 120
 TRANSCRIPT_MESSAGE_CHARS = 10_000
 ROLES = ("human", "ai", "tool", "system")
 # Control characters other than tab and newlines: a value holding one is shown as hex.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+CONTROL_CHARACTERS = re.compile(f"[{CONTROLS}]")
 # What could make a text look like something else: bidirectional controls (U+202E turns
 # "gnp.exe" into "exe.png") and control characters. Shown as visible marks.
-DISGUISING = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+DISGUISING = re.compile(f"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c{CONTROLS}]")
 # The paginator's cursor in a "next" link (conversations/paginators.py).
 AFTER_VAR = "after"
 # The lookups Django's own list filters put in the URL (dates: a range; choices: exact).
