@@ -15,11 +15,14 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_redis(port: int) -> bool:
+def start_redis(port: int, work_dir: Path | None = None) -> bool:
     """Start the server on `port` unless one with the modules answers there; True if started.
-    Raises SystemExit with the script's output when it cannot start."""
-    started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(port)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHON": sys.executable})
+    `work_dir` holds its files (default /tmp/redis-stack-PORT). Raises SystemExit with the
+    script's output when it cannot start."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    if work_dir is not None:
+        env["REDIS_STACK_DIR"] = str(work_dir)
+    started = subprocess.run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(port)], capture_output=True, text=True, env=env)
     if started.returncode != 0:
         raise SystemExit(started.stdout + started.stderr)
     return "already listening" not in started.stdout

@@ -32,6 +32,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.servers import start_redis, stop_redis  # noqa: E402  (the servers the tests and benchmarks start)
+
 USER = "support"
 WORK = ROOT / ".demo"
 SCENARIOS = "react,summarize,trim,colon"
@@ -61,23 +64,6 @@ def run(args: list[str], env: dict[str, str]) -> str:
 
 def manage(env: dict[str, str], *args: str) -> str:
     return run([sys.executable, "manage.py", *args], env)
-
-
-def start_redis(port: int) -> None:
-    env = {**os.environ, "PYTHON": sys.executable, "REDIS_STACK_DIR": str(WORK / "redis")}
-    run([str(ROOT / "scripts" / "start-redis-stack.sh"), str(port)], env)
-
-
-def stop_redis(port: int) -> None:
-    import redis
-
-    client = redis.Redis(port=port, socket_connect_timeout=2)
-    try:
-        client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass  # SHUTDOWN closes the connection as the server exits
-    finally:
-        client.close()
 
 
 CREATE_USER = """
@@ -117,7 +103,7 @@ def main() -> int:
     server = None
     try:
         step(f"Starting a Redis with the JSON and search modules on 127.0.0.1:{redis_port}")
-        start_redis(redis_port)
+        start_redis(redis_port, WORK / "redis")
         step(f"Creating the archive (SQLite, {WORK / 'demo.sqlite3'})")
         manage(env, "migrate", "--noinput")
         step(f"Writing conversations through LangGraph's RedisSaver ({SCENARIOS.replace(',', ', ')})")
