@@ -142,7 +142,6 @@ class ArchivePaginator(Paginator):
         when, pk = parse_cursor(self.after)
         return self.object_list.filter(Q(timestamp__lt=when) | Q(timestamp=when, pk__lt=pk))
 
-
     def _rows(self, bottom: int, keyset: QuerySet[Any] | None = None) -> list[Any]:
         """The page's rows and one more. A list of more than COUNT_CAP rows is dense enough that
         walking the index of its order (newest first) finds a page sooner than collecting every
@@ -154,12 +153,12 @@ class ArchivePaginator(Paginator):
             window, bottom = keyset[: self.per_page + 1], 0
         else:
             window = self.object_list[bottom : bottom + self.per_page + 1]
-        queryset = self.object_list
-        if not (self.capped and bottom < WALK_PAGES * self.per_page and isinstance(queryset, QuerySet)):
+        if not (self.capped and bottom < WALK_PAGES * self.per_page):  # capped: a PostgreSQL queryset
             return list(window)
-        connection = connections[queryset.db]
+        database = self.object_list.db
+        connection = connections[database]
         try:
-            with transaction.atomic(using=queryset.db):
+            with transaction.atomic(using=database):
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL enable_bitmapscan = off")
                     cursor.execute("SET LOCAL enable_seqscan = off")
@@ -172,13 +171,15 @@ class ArchivePaginator(Paginator):
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+MICROSECOND = timedelta(microseconds=1)
 # The orders a cursor can continue (the archive's lists, newest first, ties by primary key).
 NEWEST_FIRST = {("-timestamp", "-pk"), ("-timestamp", "-id")}
 
 
 def cursor(when: datetime, pk: int) -> str:
-    """A row's place in a newest-first list: its time in microseconds since the epoch, and its id."""
-    return f"{round(when.timestamp() * 1_000_000)}_{pk}"
+    """A row's place in a newest-first list: its time in microseconds since the epoch (integer
+    arithmetic, so parse_cursor gives back the very same time), and its id."""
+    return f"{(when - EPOCH) // MICROSECOND}_{pk}"
 
 
 def parse_cursor(text: str) -> tuple[datetime, int]:
