@@ -90,8 +90,8 @@ def archiver_from_env() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, name, kind, bounds in ARCHIVER_VARIABLES:
         raw = os.environ.get(name)
-        if raw is None or (kind != "text" and raw.strip() == "" and kind != "bool"):
-            continue
+        if raw is None or (kind in ("int", "path") and not raw.strip()):
+            continue  # an empty text is a value ("" turns the metrics file off); empty yes/no is no
         if kind in ("text", "path"):
             found[key] = raw.strip()
         elif kind == "bool":

@@ -46,6 +46,7 @@ from conversations.runs import RunReport, record_finish, record_start, write_met
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class Options:
     now: datetime

@@ -37,7 +37,6 @@ from conversations.retention import DELETE_BATCH, RetentionError, delete_in_batc
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class ErasureReport:
     customer_id: str

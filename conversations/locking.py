@@ -55,9 +55,8 @@ def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) 
     lock = client.lock(conf.get("LOCK_KEY"), timeout=timeout)
     token = f"{holder}:{uuid.uuid4().hex}"
     with redis_errors():
-        acquired = lock.acquire(blocking=False, token=token)
-        if not acquired:
-            acquired = _wait(client, lock, holder, token)
+        if not lock.acquire(blocking=False, token=token):
+            _wait(client, lock, holder, token)
 
     def renew() -> None:
         with redis_errors():
@@ -73,7 +72,8 @@ def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) 
             pass
 
 
-def _wait(client: redis.Redis, lock: redis.lock.Lock, holder: str, token: str) -> bool:
+def _wait(client: redis.Redis, lock: redis.lock.Lock, holder: str, token: str) -> None:
+    """Wait for the lock as the module's rules say, or raise RunInProgress."""
     current = holder_of(client) or ARCHIVE
     key, wait = conf.get("LOCK_KEY"), conf.get("LOCK_WAIT_SECONDS")
     if holder == ARCHIVE and current == ARCHIVE:
@@ -83,7 +83,7 @@ def _wait(client: redis.Redis, lock: redis.lock.Lock, holder: str, token: str) -
         )
     logger.info("Waiting up to %ss for %s to release the run lock %r", wait, DOING[current], key)
     if lock.acquire(blocking=True, blocking_timeout=wait, token=token):
-        return True
+        return
     raise RunInProgress(
         f"Waited {wait}s for {DOING[holder_of(client) or current]} to release the run lock {key!r}; "
         f"run {DOING[holder]} again later (ARCHIVER_LOCK_WAIT_SECONDS sets the wait)."
