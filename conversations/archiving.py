@@ -69,14 +69,14 @@ class Options:
     ) -> Options:
         """The run's options: the settings, with what the command line gave in their place."""
         if ttl_buffer_minutes is None:
-            ttl_buffer_minutes = conf.get("TTL_BUFFER_MINUTES")
+            ttl_buffer_minutes = conf.ttl_buffer_minutes()
         return cls(
             now=now or timezone.now(),
-            cutoff=timedelta(hours=conf.get("CUTOFF_HOURS") if cutoff_hours is None else cutoff_hours),
+            cutoff=timedelta(hours=conf.cutoff_hours() if cutoff_hours is None else cutoff_hours),
             ttl_buffer=required_buffer() if ttl_buffer_minutes is None else timedelta(minutes=ttl_buffer_minutes),
-            batch_size=batch_size or conf.get("BATCH_SIZE"),
+            batch_size=batch_size or conf.batch_size(),
             dry_run=dry_run,
-            mirror=bool(conf.get("MIRROR_LIVE")) if mirror is None else mirror,
+            mirror=conf.mirror_live() if mirror is None else mirror,
         )
 
 
@@ -99,7 +99,7 @@ def required_buffer(longest: timedelta | None = None) -> timedelta:
     the longest recent run (read from the run records unless given), and a margin. A
     conversation with less left is due now."""
     longest = longest_recent_run() if longest is None else longest
-    return timedelta(minutes=conf.get("SCHEDULE_MINUTES") + conf.get("TTL_MARGIN_MINUTES")) + longest
+    return timedelta(minutes=conf.schedule_minutes() + conf.ttl_margin_minutes()) + longest
 
 
 def buffer_problem(minutes: float) -> str | None:
@@ -111,8 +111,8 @@ def buffer_problem(minutes: float) -> str | None:
     longest = longest_run.total_seconds() / 60
     return (
         f"A TTL buffer of {minutes:g} minutes lets conversations expire between two runs: it must be at least "
-        f"{required.total_seconds() / 60:.1f} (the {conf.get('SCHEDULE_MINUTES')}-minute schedule + the longest recent "
-        f"run, {longest:.1f} + a {conf.get('TTL_MARGIN_MINUTES')}-minute margin). Raise it, or unset "
+        f"{required.total_seconds() / 60:.1f} (the {conf.schedule_minutes()}-minute schedule + the longest recent "
+        f"run, {longest:.1f} + a {conf.ttl_margin_minutes()}-minute margin). Raise it, or unset "
         "ARCHIVER_TTL_BUFFER_MINUTES to have it derived."
     )
 
@@ -168,7 +168,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
                 )
             )
         except OSError as exc:
-            logger.error("Cannot write the health file %s: %s", conf.get("HEALTH_FILE"), exc)
+            logger.error("Cannot write the health file %s: %s", conf.health_file(), exc)
             report.error(f"health file: {exc}")
         record_finish(run, report)  # after the health file, so the record counts its failure too
         write_metrics()
@@ -180,7 +180,7 @@ def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[lis
     batch: list[str] = []
     seen_in_batch: set[str] = set()
     with redis_errors():
-        for raw in client.scan_iter(match=layout.scan_pattern(), count=conf.get("SCAN_COUNT")):
+        for raw in client.scan_iter(match=layout.scan_pattern(), count=conf.scan_count()):
             key = decode(raw)
             if key is None or key in seen_in_batch or not layout.accepts(key):
                 continue
@@ -447,7 +447,7 @@ class BatchWriter:
         self.failure_lock = threading.Lock()
         self.stopped = False  # set on the first failure, never cleared
         if writers is None:  # SQLite takes one writer at a time
-            writers = max(1, int(conf.get("WRITERS"))) if connection.vendor == "postgresql" else 1
+            writers = conf.writers() if connection.vendor == "postgresql" else 1
         self.counts = [RunReport(started_at=report.started_at, dry_run=report.dry_run) for _ in range(writers)]
         self.threads = [
             threading.Thread(target=self._work, args=(counts,), name=f"archive-writer-{i}", daemon=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: dict[str, Any] = {
     # Where the bot's checkpoints live.
@@ -75,12 +76,145 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-
 def get(name: str) -> Any:
+    """A setting by its key, for code that names keys as data (the settings table, the tests);
+    everything else reads the typed functions below."""
     overrides = getattr(settings, "ARCHIVER", {}) or {}
     if name in overrides:
         return overrides[name]
     return DEFAULTS[name]
+
+
+# One function per setting, read at call time (django-pghistory's config.py), so that callers
+# see what type they get and a test's `settings.ARCHIVER` override takes effect at once. A value
+# of the wrong type is a configuration error that names the key.
+
+
+def _number(name: str) -> float:
+    value = get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a number.")
+    return value  # an int stays an int, so that messages print "5s", not "5.0s"
+
+
+def _whole(name: str) -> int:
+    value = get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a whole number.")
+    return value
+
+
+def _text(name: str) -> str:
+    value = get(name)
+    if not isinstance(value, str):
+        raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a string.")
+    return value
+
+
+def _names(name: str) -> tuple[str, ...]:
+    """A list of names; a single name is accepted where a list is expected."""
+    value = get(name)
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def redis_url() -> str:
+    return _text("REDIS_URL")
+
+
+def cutoff_hours() -> float:
+    return _number("CUTOFF_HOURS")
+
+
+def ttl_buffer_minutes() -> float | None:
+    return None if get("TTL_BUFFER_MINUTES") is None else _number("TTL_BUFFER_MINUTES")
+
+
+def ttl_margin_minutes() -> float:
+    return _number("TTL_MARGIN_MINUTES")
+
+
+def mirror_live() -> bool:
+    return bool(get("MIRROR_LIVE"))
+
+
+def batch_size() -> int:
+    return _whole("BATCH_SIZE")
+
+
+def writers() -> int:
+    return max(1, _whole("WRITERS"))
+
+
+def scan_count() -> int:
+    return _whole("SCAN_COUNT")
+
+
+def retry_attempts() -> int:
+    return max(1, _whole("RETRY_ATTEMPTS"))
+
+
+def retry_delay_seconds() -> float:
+    return _number("RETRY_DELAY_SECONDS")
+
+
+def health_file() -> str:
+    return _text("HEALTH_FILE")
+
+
+def metrics_textfile() -> str:
+    return "" if get("METRICS_TEXTFILE") is None else _text("METRICS_TEXTFILE")
+
+
+def metrics_token() -> str:
+    return "" if get("METRICS_TOKEN") is None else _text("METRICS_TOKEN")
+
+
+def schedule_minutes() -> int:
+    return _whole("SCHEDULE_MINUTES")
+
+
+def health_max_age_minutes() -> float:
+    return _number("HEALTH_MAX_AGE_MINUTES")
+
+
+def layouts() -> tuple[str, ...]:
+    return _names("LAYOUTS")
+
+
+def checkpoint_prefix() -> str:
+    return _text("CHECKPOINT_PREFIX")
+
+
+def checkpoint_latest_prefix() -> str:
+    return _text("CHECKPOINT_LATEST_PREFIX")
+
+
+def checkpoint_write_prefix() -> str:
+    return _text("CHECKPOINT_WRITE_PREFIX")
+
+
+def write_keys_zset_prefix() -> str:
+    return _text("WRITE_KEYS_ZSET_PREFIX")
+
+
+def plain_prefix() -> str:
+    return _text("PLAIN_PREFIX")
+
+
+def lock_key() -> str:
+    return _text("LOCK_KEY")
+
+
+def lock_timeout_seconds() -> int:
+    return _whole("LOCK_TIMEOUT_SECONDS")
+
+
+def lock_wait_seconds() -> float:
+    return _number("LOCK_WAIT_SECONDS")
+
+
+def retention_months() -> int:
+    return _whole("RETENTION_MONTHS")
 
 
 @dataclass(frozen=True)
@@ -96,13 +230,9 @@ class Fields:
 def fields() -> Fields:
     """The state keys the archive reads; a single name is accepted where a list is expected."""
 
-    def names(key: str) -> tuple[str, ...]:
-        value = get(key)
-        return (value,) if isinstance(value, str) else tuple(value)
-
     return Fields(
-        messages=get("MESSAGES_FIELD"),
-        summary=get("SUMMARY_FIELD"),
-        conversation_id=names("CONVERSATION_ID_FIELDS"),
-        customer_id=names("CUSTOMER_ID_FIELDS"),
+        messages=_text("MESSAGES_FIELD"),
+        summary=_text("SUMMARY_FIELD"),
+        conversation_id=_names("CONVERSATION_ID_FIELDS"),
+        customer_id=_names("CUSTOMER_ID_FIELDS"),
     )

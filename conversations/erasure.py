@@ -150,7 +150,7 @@ def _live_conversations_of(
     """Every conversation in Redis whose state names the customer, whatever its age."""
     found = []
     for layout in layouts:
-        for keys in scan_batches(client, layout, conf.get("BATCH_SIZE")):
+        for keys in scan_batches(client, layout, conf.batch_size()):
             candidates, _ = layout.probe(client, keys)
             conversations, _ = layout.load(client, candidates) if candidates else ([], [])
             found += [(layout, c) for c in conversations if c.state.customer_id == customer_id]

@@ -22,7 +22,7 @@ from conversations.files import hand_over, write_atomically
 
 
 def health_path() -> Path:
-    return Path(conf.get("HEALTH_FILE"))
+    return Path(conf.health_file())
 
 
 def health_document(
@@ -77,8 +77,8 @@ class HealthVerdict:
 def health_max_age(requested_minutes: float | None = None) -> timedelta:
     """The age limit for last_run: the requested minutes (default HEALTH_MAX_AGE_MINUTES),
     raised to at least one schedule interval plus HEALTH_MARGIN."""
-    minutes = conf.get("HEALTH_MAX_AGE_MINUTES") if requested_minutes is None else requested_minutes
-    floor = timedelta(minutes=conf.get("SCHEDULE_MINUTES")) + HEALTH_MARGIN
+    minutes = conf.health_max_age_minutes() if requested_minutes is None else requested_minutes
+    floor = timedelta(minutes=conf.schedule_minutes()) + HEALTH_MARGIN
     return max(timedelta(minutes=minutes), floor)
 
 

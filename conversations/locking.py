@@ -37,7 +37,7 @@ def holder_of(client: redis.Redis) -> str | None:
     """Who holds the lock now (ARCHIVE, PURGE or ERASE), or None. A lock written by an older
     version (a bare token) counts as an archive run's."""
     with redis_errors():
-        value = client.get(conf.get("LOCK_KEY"))
+        value = client.get(conf.lock_key())
     if value is None:
         return None
     kind = value.decode(errors="replace").partition(":")[0]
@@ -51,8 +51,8 @@ def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) 
     if skip:
         yield lambda: None
         return
-    timeout = conf.get("LOCK_TIMEOUT_SECONDS")
-    lock = client.lock(conf.get("LOCK_KEY"), timeout=timeout)
+    timeout = conf.lock_timeout_seconds()
+    lock = client.lock(conf.lock_key(), timeout=timeout)
     token = f"{holder}:{uuid.uuid4().hex}"
     with redis_errors():
         if not lock.acquire(blocking=False, token=token):
@@ -75,11 +75,11 @@ def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) 
 def _wait(client: redis.Redis, lock: redis.lock.Lock, holder: str, token: str) -> None:
     """Wait for the lock as the module's rules say, or raise RunInProgress."""
     current = holder_of(client) or ARCHIVE
-    key, wait = conf.get("LOCK_KEY"), conf.get("LOCK_WAIT_SECONDS")
+    key, wait = conf.lock_key(), conf.lock_wait_seconds()
     if holder == ARCHIVE and current == ARCHIVE:
         raise RunInProgress(
             f"Another archival run is in progress (lock {key!r}); exiting. "
-            f"A run that died frees it within {conf.get('LOCK_TIMEOUT_SECONDS')}s."
+            f"A run that died frees it within {conf.lock_timeout_seconds()}s."
         )
     logger.info("Waiting up to %ss for %s to release the run lock %r", wait, DOING[current], key)
     if lock.acquire(blocking=True, blocking_timeout=wait, token=token):

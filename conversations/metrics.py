@@ -125,7 +125,7 @@ def exposition() -> bytes:
 def write_textfile() -> Path | None:
     """Write the metrics for node_exporter (atomically: a temporary file, then a rename);
     None when ARCHIVER_METRICS_TEXTFILE is empty."""
-    path = conf.get("METRICS_TEXTFILE")
+    path = conf.metrics_textfile()
     if not path:
         return None
     write_to_textfile(str(path), registry())

@@ -45,15 +45,15 @@ def with_retry(action: Callable[[], T], what: str) -> T:
             "Database error while %s (attempt %d of %d): %s; retrying in %ss",
             what,
             state.attempt_number,
-            conf.get("RETRY_ATTEMPTS"),
+            conf.retry_attempts(),
             state.outcome.exception(),
-            conf.get("RETRY_DELAY_SECONDS"),
+            conf.retry_delay_seconds(),
         )
         connection.close()
 
     retrying = Retrying(
-        stop=stop_after_attempt(max(1, int(conf.get("RETRY_ATTEMPTS")))),
-        wait=wait_fixed(conf.get("RETRY_DELAY_SECONDS")),
+        stop=stop_after_attempt(conf.retry_attempts()),
+        wait=wait_fixed(conf.retry_delay_seconds()),
         retry=retry_if_exception(lambda exc: isinstance(exc, RETRYABLE) and not is_data_error(exc)),
         before_sleep=before_sleep,
         sleep=lambda seconds: pause(seconds),

@@ -161,4 +161,4 @@ def write_metrics() -> None:
     try:
         metrics.write_textfile()
     except (OSError, DatabaseError) as exc:
-        logger.error("Cannot write the metrics file %s: %s", conf.get("METRICS_TEXTFILE"), exc)
+        logger.error("Cannot write the metrics file %s: %s", conf.metrics_textfile(), exc)

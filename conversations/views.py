@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
-    token = conf.get("METRICS_TOKEN")
+    token = conf.metrics_token()
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -97,3 +97,22 @@ def test_the_environment_sets_only_what_it_names_and_conf_keeps_every_default(mo
     monkeypatch.setenv("ARCHIVER_WRITERS", "0")
     with pytest.raises(ImproperlyConfigured, match="ARCHIVER_WRITERS must be at least 1, not 0"):
         archiver_from_env()
+
+
+def test_every_default_has_a_typed_reader_of_its_type(settings):
+    """conf.py's functions read each key with the type of its default, and an override of the
+    wrong type is refused with the key's name, not carried into a run."""
+    from conversations import conf
+
+    readers = {name.upper(): getattr(conf, name) for name in dir(conf) if name.upper() in conf.DEFAULTS}
+    field_keys = {"MESSAGES_FIELD", "SUMMARY_FIELD", "CONVERSATION_ID_FIELDS", "CUSTOMER_ID_FIELDS"}
+    assert set(readers) | field_keys == set(conf.DEFAULTS)  # conf.fields() reads the other four
+    settings.ARCHIVER = {}
+    for key, read in readers.items():
+        default = conf.DEFAULTS[key]
+        assert read() == (default if not isinstance(default, list) else tuple(default)), key
+    settings.ARCHIVER = {"BATCH_SIZE": "200"}
+    with pytest.raises(ImproperlyConfigured, match=r"ARCHIVER\['BATCH_SIZE'\] is '200'; it must be a whole number"):
+        conf.batch_size()
+    settings.ARCHIVER = {"RETRY_DELAY_SECONDS": 5}
+    assert f"{conf.retry_delay_seconds()}s" == "5s"  # an int stays an int in messages

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 from conversations import conf
 from conversations.checkpoints.base import Candidate, Conversation, Layout, Unreadable
 from conversations.checkpoints.plain import PlainLayout
@@ -12,11 +14,9 @@ LAYOUTS: dict[str, type[Layout]] = {"redis": SaverLayout, "shallow": ShallowLayo
 
 
 def enabled_layouts() -> list[Layout]:
-    names = conf.get("LAYOUTS")
+    names = conf.layouts()
     unknown = [n for n in names if n not in LAYOUTS]
     if unknown:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             f"ARCHIVER['LAYOUTS'] names {', '.join(map(repr, unknown))}; the known layouts are {', '.join(LAYOUTS)}."
         )

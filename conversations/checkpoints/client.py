@@ -58,7 +58,7 @@ class _Redis(redis.Redis):
 
 def connect(url: str | None = None) -> redis.Redis:
     """A client for the checkpoint Redis that answers bytes; checks the connection now."""
-    url = url or conf.get("REDIS_URL")
+    url = url or conf.redis_url()
     try:
         client = _Redis.from_url(
             url,
@@ -85,9 +85,9 @@ def redis_errors(url: str | None = None) -> Iterator[None]:
     try:
         yield
     except redis.AuthenticationError as exc:
-        raise RedisUnavailable(f"Redis refused the credentials in REDIS_URL {masked(url or conf.get('REDIS_URL'))}: {exc}") from exc
+        raise RedisUnavailable(f"Redis refused the credentials in REDIS_URL {masked(url or conf.redis_url())}: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        where = masked(url or conf.get("REDIS_URL"))
+        where = masked(url or conf.redis_url())
         raise RedisUnavailable(f"Redis connection failed: {where}: {exc}") from exc
 
 

@@ -137,8 +137,8 @@ class IndexedLayout(Layout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.checkpoint = conf.get("CHECKPOINT_PREFIX")
-        self.write = conf.get("CHECKPOINT_WRITE_PREFIX")
+        self.checkpoint = conf.checkpoint_prefix()
+        self.write = conf.checkpoint_write_prefix()
         self.messages_path = f"$.checkpoint.channel_values.{self.fields.messages}"
         self._indexes: dict[str, str] = {}
 

@@ -37,7 +37,7 @@ class PlainLayout(Layout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.prefix = conf.get("PLAIN_PREFIX")
+        self.prefix = conf.plain_prefix()
 
     def scan_pattern(self) -> str:
         return self.prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?").replace("[", "\\[") + "*"

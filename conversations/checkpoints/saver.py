@@ -45,8 +45,8 @@ class SaverLayout(IndexedLayout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.latest = conf.get("CHECKPOINT_LATEST_PREFIX")
-        self.zset = conf.get("WRITE_KEYS_ZSET_PREFIX")
+        self.latest = conf.checkpoint_latest_prefix()
+        self.zset = conf.write_keys_zset_prefix()
 
     def scan_pattern(self) -> str:
         return f"{self.latest}:*:{EMPTY_NS}"

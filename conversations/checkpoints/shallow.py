@@ -50,7 +50,7 @@ class ShallowLayout(IndexedLayout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.zset = conf.get("WRITE_KEYS_ZSET_PREFIX")
+        self.zset = conf.write_keys_zset_prefix()
 
     def scan_pattern(self) -> str:
         return f"{self.checkpoint}:*:"

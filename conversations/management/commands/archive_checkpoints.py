@@ -31,13 +31,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--cutoff-hours", type=float, default=None,
-            help=f"Archive conversations whose newest checkpoint is at least this old (default {conf.get('CUTOFF_HOURS'):g}, "
+            help=f"Archive conversations whose newest checkpoint is at least this old (default {conf.cutoff_hours():g}, "
             "ARCHIVER_CUTOFF_HOURS; 0 archives every conversation now).",
         )
         parser.add_argument(
             "--ttl-buffer-minutes", type=float, default=None,
             help="Also archive conversations with less than this left to live in Redis (default: one schedule "
-            f"interval + the longest recent run + {conf.get('TTL_MARGIN_MINUTES')} minutes; a lower value is refused).",
+            f"interval + the longest recent run + {conf.ttl_margin_minutes()} minutes; a lower value is refused).",
         )
         parser.add_argument(
             "--no-mirror", action="store_true",
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size", type=int, default=None,
-            help=f"Conversations read, written and deleted together (default {conf.get('BATCH_SIZE')}, ARCHIVER_BATCH_SIZE).",
+            help=f"Conversations read, written and deleted together (default {conf.batch_size()}, ARCHIVER_BATCH_SIZE).",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -53,7 +53,7 @@ class Command(BaseCommand):
         for flag, least in (("cutoff_hours", 0), ("ttl_buffer_minutes", 1), ("batch_size", 1)):
             if opts[flag] is not None and opts[flag] < least:
                 raise CommandError(f"--{flag.replace('_', '-')} must be at least {least}, not {opts[flag]:g}.")
-        buffer = opts["ttl_buffer_minutes"] if opts["ttl_buffer_minutes"] is not None else conf.get("TTL_BUFFER_MINUTES")
+        buffer = opts["ttl_buffer_minutes"] if opts["ttl_buffer_minutes"] is not None else conf.ttl_buffer_minutes()
         if buffer is not None and (problem := buffer_problem(buffer)):
             raise CommandError(problem)
         run_options = Options.from_settings(

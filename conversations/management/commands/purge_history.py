@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--months", default=None, metavar="N",
-            help=f"Keep this many calendar months (default {conf.get('RETENTION_MONTHS')}, the RETENTION_MONTHS setting).",
+            help=f"Keep this many calendar months (default {conf.retention_months()}, the RETENTION_MONTHS setting).",
         )
         parser.add_argument("-n", "--dry-run", action="store_true", help="Count what would go; delete nothing.")
         parser.add_argument("--export", type=Path, default=None, metavar="PATH", help="Write the message rows to PATH before deleting them.")
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        months = _whole_number(opts["months"] if opts["months"] is not None else conf.get("RETENTION_MONTHS"), "--months")
+        months = _whole_number(opts["months"] if opts["months"] is not None else conf.retention_months(), "--months")
         if opts["batch_size"] < 1:
             raise CommandError(f"--batch-size must be at least 1, not {opts['batch_size']}.")
         progress = self.stdout.write if opts["verbosity"] >= 2 else None
