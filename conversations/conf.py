@@ -54,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "CHECKPOINT_LATEST_PREFIX": "checkpoint_latest",
     "CHECKPOINT_WRITE_PREFIX": "checkpoint_write",
     "WRITE_KEYS_ZSET_PREFIX": "write_keys_zset",
+    # The shallow savers' own: the sync saver's registry of pending writes, and the async
+    # saver's pointer to its current checkpoint.
+    "WRITE_REGISTRY_PREFIX": "write_registry",
+    "CURRENT_CHECKPOINT_PREFIX": "current_checkpoint",
     "PLAIN_PREFIX": "langgraph:checkpoint:",
     # Names of the state fields that carry the conversation-level facts. For the conversation
     # and customer ids, the first name the state sets wins; where the state sets none, the
@@ -195,6 +199,14 @@ def checkpoint_write_prefix() -> str:
 
 def write_keys_zset_prefix() -> str:
     return _text("WRITE_KEYS_ZSET_PREFIX")
+
+
+def write_registry_prefix() -> str:
+    return _text("WRITE_REGISTRY_PREFIX")
+
+
+def current_checkpoint_prefix() -> str:
+    return _text("CURRENT_CHECKPOINT_PREFIX")
 
 
 def plain_prefix() -> str:
