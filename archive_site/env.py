@@ -132,4 +132,4 @@ def database_from_env(default_sqlite: Path) -> dict[str, Any]:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from None
     if config["ENGINE"].endswith("postgresql") and not config.get("NAME"):
         raise ImproperlyConfigured("DATABASE_URL names no database; add it after the host, as in .../dbname.")
-    return config
+    return dict(config)

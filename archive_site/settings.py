@@ -11,9 +11,14 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from archive_site.env import archiver_from_env, database_from_env, env_bool, env_int, env_list
+
+# Django's generic classes (ModelAdmin[Model], QuerySet[Model], Paginator[Row]) accept the type
+# arguments the type checker reads; this lets them be written in class bases too.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

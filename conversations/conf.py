@@ -95,21 +95,21 @@ def get(name: str) -> Any:
 
 
 def _number(name: str) -> float:
-    value = get(name)
+    value: object = get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a number.")
     return value  # an int stays an int, so that messages print "5s", not "5.0s"
 
 
 def _whole(name: str) -> int:
-    value = get(name)
+    value: object = get(name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a whole number.")
     return value
 
 
 def _text(name: str) -> str:
-    value = get(name)
+    value: object = get(name)
     if not isinstance(value, str):
         raise ImproperlyConfigured(f"ARCHIVER[{name!r}] is {value!r}; it must be a string.")
     return value

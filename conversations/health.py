@@ -50,7 +50,8 @@ def write_health(document: dict[str, Any], path: Path | None = None) -> Path:
 
 def read_health(path: Path | None = None) -> dict[str, Any]:
     with open(path or health_path(), encoding="utf-8") as handle:
-        return json.load(handle)
+        document: dict[str, Any] = json.load(handle)
+    return document
 
 
 # --- Checking the health file (check_archiver_health and the container's health check) ---

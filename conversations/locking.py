@@ -40,7 +40,8 @@ def holder_of(client: redis.Redis) -> str | None:
         value = client.get(conf.lock_key())
     if value is None:
         return None
-    kind = value.decode(errors="replace").partition(":")[0]
+    text = value if isinstance(value, str) else value.decode(errors="replace")
+    kind = text.partition(":")[0]
     return kind if kind in DOING else ARCHIVE
 
 

@@ -113,7 +113,7 @@ def history_table_size() -> tuple[float, float | None]:
 
 def registry() -> CollectorRegistry:
     found = CollectorRegistry(auto_describe=False)
-    found.register(ArchiverCollector())  # type: ignore[arg-type]  # duck-typed collector
+    found.register(ArchiverCollector())
     return found
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, cast
 
 from django.core.paginator import Page, PageNotAnInteger, Paginator
 from django.db import OperationalError, connections, transaction
@@ -40,7 +40,7 @@ WALK_PAGES = 10
 WALK_TIMEOUT_MS = 150
 
 
-class ArchivePaginator(Paginator):
+class ArchivePaginator(Paginator[Any]):
     """Exact counts where cheap, labelled counts otherwise, and every row reachable."""
 
     def __init__(
@@ -86,7 +86,7 @@ class ArchivePaginator(Paginator):
     def count(self) -> int:
         queryset = self.object_list
         if not isinstance(queryset, QuerySet) or connections[queryset.db].vendor != "postgresql":
-            return super().count
+            return int(super().count)
         queryset = queryset.order_by()
         if self.exact:
             return queryset.count()
@@ -100,22 +100,22 @@ class ArchivePaginator(Paginator):
         return capped
 
     @property
-    def num_pages(self) -> int:  # type: ignore[override]
+    def num_pages(self) -> int:
         if not self.open_ended:
             return max(1, math.ceil(self.count / self.per_page)) if self.count or self.allow_empty_first_page else 0
         return max(self._reached, 1)
 
     def validate_number(self, number: Any) -> int:
         try:
-            number = int(number)
+            asked = int(number)
         except (TypeError, ValueError):
             raise PageNotAnInteger("That page number is not an integer") from None
-        number = min(max(number, 1), MAX_PAGE)  # a page before the first is the first
-        if not self.open_ended and number > self.num_pages:
+        asked = min(max(asked, 1), MAX_PAGE)  # a page before the first is the first
+        if not self.open_ended and asked > self.num_pages:
             return self.num_pages  # past the end: the last page, of the same search
-        return number
+        return asked
 
-    def page(self, number: Any) -> Page:
+    def page(self, number: Any) -> Page[Any]:
         number = self.validate_number(number)
         if not self.open_ended:
             return super().page(number)
@@ -127,7 +127,12 @@ class ArchivePaginator(Paginator):
         if len(rows) > self.per_page and self._newest_first():
             last = rows[self.per_page - 1]
             self.next_after = cursor(last.timestamp, last.pk)
-        return self._get_page(rows[: self.per_page], number, self)
+        return Page(rows[: self.per_page], number, self)
+
+    @property
+    def _queryset(self) -> QuerySet[Any]:
+        # What an open-ended list is (count() keeps lists that are not to Django's own pages).
+        return cast(QuerySet[Any], self.object_list)
 
     def _newest_first(self) -> bool:
         queryset = self.object_list
@@ -140,7 +145,7 @@ class ArchivePaginator(Paginator):
         if self.after is None or not self._newest_first():
             return None
         when, pk = parse_cursor(self.after)
-        return self.object_list.filter(Q(timestamp__lt=when) | Q(timestamp=when, pk__lt=pk))
+        return self._queryset.filter(Q(timestamp__lt=when) | Q(timestamp=when, pk__lt=pk))
 
     def _rows(self, bottom: int, keyset: QuerySet[Any] | None = None) -> list[Any]:
         """The page's rows and one more. A list of more than COUNT_CAP rows is dense enough that
@@ -152,10 +157,10 @@ class ArchivePaginator(Paginator):
         if keyset is not None:
             window, bottom = keyset[: self.per_page + 1], 0
         else:
-            window = self.object_list[bottom : bottom + self.per_page + 1]
+            window = self._queryset[bottom : bottom + self.per_page + 1]
         if not (self.capped and bottom < WALK_PAGES * self.per_page):  # capped: a PostgreSQL queryset
             return list(window)
-        database = self.object_list.db
+        database = self._queryset.db
         connection = connections[database]
         try:
             with transaction.atomic(using=database):

@@ -5,12 +5,14 @@ all migrations ran; create_permissions makes them exist now, on a fresh database
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 GROUP = "support"
 MODELS = ("conversationhistory", "archivedconversation", "archiverun", "quarantinedcheckpoint")
 
 
-def create_support_group(apps, schema_editor):
+def create_support_group(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     # The installed app config only gets past create_permissions' "has models" check; the
     # content types and permissions themselves come from this migration's state (`apps`).
     create_permissions(
@@ -25,7 +27,7 @@ def create_support_group(apps, schema_editor):
     group.permissions.add(*views)
 
 
-def remove_support_group(apps, schema_editor):
+def remove_support_group(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     Group = apps.get_model("auth", "Group")
     Group.objects.using(schema_editor.connection.alias).filter(name=GROUP).delete()
 

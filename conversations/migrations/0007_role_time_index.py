@@ -6,6 +6,8 @@ elsewhere (SQLite).
 """
 
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import ProjectState
 
 INDEX = "conv_history_role_time"
 
@@ -17,7 +19,9 @@ class AddIndexWithoutBlocking(migrations.RunSQL):
             reverse_sql=f"DROP INDEX IF EXISTS {INDEX}",
         )
 
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+    def database_forwards(
+        self, app_label: str, schema_editor: BaseDatabaseSchemaEditor, from_state: ProjectState, to_state: ProjectState
+    ) -> None:
         if schema_editor.connection.vendor == "postgresql":
             # A build interrupted half-way leaves an INVALID index behind: drop it first.
             schema_editor.execute(
