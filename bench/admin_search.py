@@ -371,7 +371,7 @@ def main() -> None:
         from django.db import connections
         from django.urls import reverse
 
-        from conversations.admin import transcript_url
+        from conversations.admin.transcript import transcript_url
 
         started_at = datetime.now(timezone.utc).isoformat()
         conditions = machine()

@@ -16,8 +16,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import admin as support_admin
 from conversations import paginators
+from conversations.admin.display import RAW_VALUE_SHOWN_BYTES
+from conversations.admin.search import filter_by_words
+from conversations.admin.transcript import TRANSCRIPT_URL_NAME, transcript_url
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +86,7 @@ def changelist(model: str) -> str:
 
 
 def transcript(conversation_id: str) -> str:
-    return reverse(f"admin:{support_admin.TRANSCRIPT_URL_NAME}", args=[quote(conversation_id)])
+    return reverse(f"admin:{TRANSCRIPT_URL_NAME}", args=[quote(conversation_id)])
 
 
 def client_for(user: User) -> Client:
@@ -268,7 +270,7 @@ def test_word_search_uses_the_gin_index() -> None:
     for i in range(200):
         message(f"conv-{i}", 0, f"filler message number {i}", customer_id=f"cust-{i}")
     message("conv-x", 0, "the word zebra is rare", customer_id="cust-x")
-    queryset = support_admin.filter_by_words(ConversationHistory.objects.all(), "zebra")
+    queryset = filter_by_words(ConversationHistory.objects.all(), "zebra")
     assert [row.conversation_id for row in queryset] == ["conv-x"]
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
@@ -418,7 +420,7 @@ def test_long_transcripts_are_paginated(support: Client) -> None:
     assert [e.position for e in last.context["entries"]] == list(range(400, 450))
     assert "message number 449" in last.content.decode() and "message number 399" not in last.content.decode()
     # A row links to the page its message is on.
-    assert support_admin.transcript_url("conv-long", 401).endswith("?page=3#m-401")
+    assert transcript_url("conv-long", 401).endswith("?page=3#m-401")
 
 
 def test_transcript_of_an_odd_conversation_id(support: Client) -> None:
@@ -483,11 +485,11 @@ def test_quarantined_binary_value_is_shown_as_hex(support: Client) -> None:
 
 
 def test_large_quarantined_values_are_cut(support: Client) -> None:
-    bad = quarantined(b"x" * (support_admin.RAW_VALUE_SHOWN_BYTES + 10))
+    bad = quarantined(b"x" * (RAW_VALUE_SHOWN_BYTES + 10))
     page = support.get(reverse("admin:conversations_quarantinedcheckpoint_change", args=[bad.pk])).content.decode()
-    assert f"first {support_admin.RAW_VALUE_SHOWN_BYTES:,} shown" in page
-    assert "x" * support_admin.RAW_VALUE_SHOWN_BYTES in page
-    assert "x" * (support_admin.RAW_VALUE_SHOWN_BYTES + 1) not in page
+    assert f"first {RAW_VALUE_SHOWN_BYTES:,} shown" in page
+    assert "x" * RAW_VALUE_SHOWN_BYTES in page
+    assert "x" * (RAW_VALUE_SHOWN_BYTES + 1) not in page
 
 
 def test_the_quarantine_list_does_not_load_raw_values(support: Client) -> None:

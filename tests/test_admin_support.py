@@ -148,13 +148,13 @@ def test_malformed_input_is_a_400(support: Client, url: str, caplog: pytest.LogC
 
 
 def test_every_server_error_is_logged(support: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from conversations import admin as support_admin
+    from conversations.admin.transcript import TranscriptEntry
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the transcript broke")
 
     message("conv-1", 0, "hola")
-    monkeypatch.setattr(support_admin.TranscriptEntry, "from_row", broken)
+    monkeypatch.setattr(TranscriptEntry, "from_row", broken)
     support.raise_request_exception = False
     with caplog.at_level(logging.ERROR, logger="django.request"):
         assert support.get(transcript("conv-1")).status_code == 500

@@ -1,5 +1,5 @@
 """Full-text search over message content for the support view: a GIN index on
-to_tsvector('simple', content), the exact expression conversations.admin.ContentWords
+to_tsvector('simple', content), the exact expression conversations.admin.search.ContentWords
 writes, so the planner uses it.
 
 Built CONCURRENTLY (hence atomic = False) so that adding it to a table that already holds
