@@ -1,5 +1,5 @@
 """How the support views show a value: times in the site's zone, text as it is stored, JSON
-indented, bytes as text or hex, and the admin time columns built from these.
+indented, bytes as text or hex, and the admin columns built from these.
 
 Safety design: everything here returns text, and the columns put it through format_html,
 never mark_safe, so a message or a quarantined value containing HTML is shown as text.
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html
 
 # How much of a quarantined value the page shows; the rest stays in the database.
 RAW_VALUE_SHOWN_BYTES = 64 * 1024
@@ -45,10 +47,32 @@ def local_time_column(field: str, description: str, sortable: bool = False) -> A
     return column
 
 
+def text_column(
+    field: str, description: str, show: Callable[[Any], str] = str, css_class: str = "", empty: str | None = "-"
+) -> Any:
+    """An admin column showing a field through `show` as preformatted text; an empty field
+    shows `empty`, or an empty block when `empty` is None."""
+    template = f'<pre class="{css_class}">{{}}</pre>' if css_class else "<pre>{}</pre>"
+
+    @admin.display(description=description)
+    def column(model_admin: admin.ModelAdmin, obj: Any) -> str:
+        value = getattr(obj, field)
+        if not value and empty is not None:
+            return empty
+        return format_html(template, show(value))
+
+    return column
+
+
 def visible(text: str) -> str:
     """The text with every bidirectional control and control character shown as a mark
     (⟨U+202E⟩), so it reads as it is stored; newlines and tabs stay."""
     return DISGUISING.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
+
+
+def shorten(text: str) -> str:
+    """At most EXCERPT_CHARS characters, the last an ellipsis when the text was cut."""
+    return text[: EXCERPT_CHARS - 1] + "…" if len(text) > EXCERPT_CHARS else text
 
 
 def pretty_json(value: Any) -> str:

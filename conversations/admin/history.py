@@ -21,7 +21,7 @@ from django.urls import URLPattern, path
 from django.utils.html import format_html
 
 from conversations.admin.changelist import ReadOnlyAdmin
-from conversations.admin.display import EXCERPT_CHARS, local_time_column, pretty_json, visible
+from conversations.admin.display import EXCERPT_CHARS, local_time_column, pretty_json, shorten, text_column, visible
 from conversations.admin.search import search_messages
 from conversations.admin.transcript import TRANSCRIPT_URL_NAME, transcript_context, transcript_url
 from conversations.models import ConversationHistory
@@ -120,9 +120,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="text")
     def excerpt(self, obj: ConversationHistory) -> str:
-        text = visible(" ".join(obj.content_start.split()))
-        if len(text) > EXCERPT_CHARS:
-            text = text[: EXCERPT_CHARS - 1] + "…"
+        text = shorten(visible(" ".join(obj.content_start.split())))
         if not text and obj.tool_calls:
             text = "[tool call: " + ", ".join(_tool_names(obj.tool_calls)) + "]"
         return text
@@ -138,17 +136,11 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
 
     local_removed_at = local_time_column("removed_at", "removed from the bot's state")
 
-    @admin.display(description="content")
-    def content_text(self, obj: ConversationHistory) -> str:
-        return format_html('<pre class="message-text">{}</pre>', visible(obj.content))
+    content_text = text_column("content", "content", visible, css_class="message-text", empty=None)
 
-    @admin.display(description="tool calls")
-    def tool_calls_json(self, obj: ConversationHistory) -> str:
-        return format_html("<pre>{}</pre>", pretty_json(obj.tool_calls)) if obj.tool_calls else "-"
+    tool_calls_json = text_column("tool_calls", "tool calls", pretty_json)
 
-    @admin.display(description="metadata")
-    def metadata_json(self, obj: ConversationHistory) -> str:
-        return format_html("<pre>{}</pre>", pretty_json(obj.metadata)) if obj.metadata else "-"
+    metadata_json = text_column("metadata", "metadata", pretty_json)
 
     def transcript_view(self, request: HttpRequest, conversation_id: str) -> HttpResponse:
         if not self.has_view_permission(request):

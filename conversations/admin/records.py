@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from conversations.admin.changelist import ReadOnlyAdmin
-from conversations.admin.display import EXCERPT_CHARS, describe_raw_value, local_time_column, visible
+from conversations.admin.display import describe_raw_value, local_time_column, shorten, text_column, visible
 from conversations.admin.transcript import live_threads, transcript_url
 from conversations.models import ArchivedConversation, ArchiveRun, QuarantinedCheckpoint
 
@@ -69,9 +69,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
     def transcript(self, obj: ArchivedConversation) -> str:
         return format_html('<a href="{}">Transcript</a>', transcript_url(obj.conversation_id))
 
-    @admin.display(description="summary")
-    def summary_text(self, obj: ArchivedConversation) -> str:
-        return format_html('<pre class="message-text">{}</pre>', visible(obj.summary)) if obj.summary else "-"
+    summary_text = text_column("summary", "summary", visible, css_class="message-text")
 
     first_message = local_time_column("first_message_at", "first message", sortable=True)
 
@@ -107,9 +105,7 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
 
     finished = local_time_column("finished_at", "finished", sortable=True)
 
-    @admin.display(description="error messages")
-    def error_text(self, obj: ArchiveRun) -> str:
-        return format_html("<pre>{}</pre>", obj.error_messages) if obj.error_messages else "-"
+    error_text = text_column("error_messages", "error messages")
 
 
 @admin.register(QuarantinedCheckpoint)
@@ -132,12 +128,9 @@ class QuarantinedCheckpointAdmin(ReadOnlyAdmin):
 
     @admin.display(description="error")
     def error_excerpt(self, obj: QuarantinedCheckpoint) -> str:
-        text = " ".join(obj.error.split())
-        return text[: EXCERPT_CHARS - 1] + "…" if len(text) > EXCERPT_CHARS else text
+        return shorten(" ".join(obj.error.split()))
 
-    @admin.display(description="error")
-    def error_text(self, obj: QuarantinedCheckpoint) -> str:
-        return format_html("<pre>{}</pre>", obj.error)
+    error_text = text_column("error", "error", empty=None)
 
     @admin.display(description="raw value")
     def raw_value_shown(self, obj: QuarantinedCheckpoint) -> str:
