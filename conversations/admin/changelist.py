@@ -12,13 +12,13 @@ Scale: facets are off, the paginator never counts the whole table
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.core.exceptions import BadRequest
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from conversations.paginators import ArchivePaginator, parse_cursor
@@ -34,7 +34,7 @@ class ArchiveChangeList(ChangeList):
     exactly one page), and shows the page the paginator served."""
 
     def _get_deterministic_ordering(self, ordering: list[Any]) -> list[Any]:
-        ordering = super()._get_deterministic_ordering(ordering)
+        ordering = super()._get_deterministic_ordering(ordering)  # type: ignore[misc]  # Django's own hook, unstubbed
         follows = getattr(self.model_admin, "index_order", {})
         result: list[Any] = []
         for item in ordering:
@@ -77,7 +77,10 @@ class ArchiveChangeList(ChangeList):
             self.page_num = min(self.page_num, self.paginator.num_pages)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+ModelT = TypeVar("ModelT", bound=Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[ModelT]):
     """View only, for everyone; cheap on big tables."""
 
     actions = None
@@ -100,7 +103,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
                 parse_cursor(after)
             except (ValueError, OverflowError):
                 raise BadRequest(f"Invalid {AFTER_VAR}: {after!r}") from None
-            request.GET, request.page_after = params, after  # type: ignore[attr-defined]
+            request.GET, request.page_after = params, after  # type: ignore[assignment,attr-defined]
         try:
             return super().get_changelist_instance(request)
         except IncorrectLookupParameters as exc:  # a malformed date, say: an error, not the whole archive

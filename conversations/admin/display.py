@@ -41,7 +41,7 @@ def local_time_column(field: str, description: str, sortable: bool = False) -> A
     """An admin column showing a time field in the site's zone, optionally sortable by it."""
 
     @admin.display(description=description, ordering=field if sortable else None)
-    def column(model_admin: admin.ModelAdmin, obj: Any) -> str:
+    def column(model_admin: admin.ModelAdmin[Any], obj: Any) -> str:
         return local_time(getattr(obj, field))
 
     return column
@@ -55,7 +55,7 @@ def text_column(
     template = f'<pre class="{css_class}">{{}}</pre>' if css_class else "<pre>{}</pre>"
 
     @admin.display(description=description)
-    def column(model_admin: admin.ModelAdmin, obj: Any) -> str:
+    def column(model_admin: admin.ModelAdmin[Any], obj: Any) -> str:
         value = getattr(obj, field)
         if not value and empty is not None:
             return empty

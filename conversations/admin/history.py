@@ -8,7 +8,7 @@ a whole message: some are megabytes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
+from django_stubs_ext import WithAnnotations
 
 from conversations.admin.changelist import ReadOnlyAdmin
 from conversations.admin.display import EXCERPT_CHARS, local_time_column, pretty_json, shorten, text_column, visible
@@ -35,7 +36,7 @@ class RoleFilter(admin.SimpleListFilter):
     title = "role"
     parameter_name = "role"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(role, role) for role in ROLES]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -44,8 +45,12 @@ class RoleFilter(admin.SimpleListFilter):
         return queryset
 
 
+class Excerpt(TypedDict):
+    content_start: str  # the start of the content, all the list reads of it
+
+
 @admin.register(ConversationHistory)
-class ConversationHistoryAdmin(ReadOnlyAdmin):
+class ConversationHistoryAdmin(ReadOnlyAdmin[ConversationHistory]):
     list_display = ("when", "customer_id", "conversation", "position", "role", "excerpt")
     list_display_links = ("when",)
     # Only orders an index serves: sorting millions of rows by role or text would not be.
@@ -119,7 +124,7 @@ class ConversationHistoryAdmin(ReadOnlyAdmin):
         )
 
     @admin.display(description="text")
-    def excerpt(self, obj: ConversationHistory) -> str:
+    def excerpt(self, obj: WithAnnotations[ConversationHistory, Excerpt]) -> str:
         text = shorten(visible(" ".join(obj.content_start.split())))
         if not text and obj.tool_calls:
             text = "[tool call: " + ", ".join(_tool_names(obj.tool_calls)) + "]"

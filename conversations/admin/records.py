@@ -7,12 +7,13 @@ but UTF-8; the page shows at most RAW_VALUE_SHOWN_BYTES of it, as escaped text o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.contrib import admin
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django_stubs_ext import WithAnnotations
 
 from conversations.admin.changelist import ReadOnlyAdmin
 from conversations.admin.display import describe_raw_value, local_time_column, shorten, text_column, visible
@@ -20,11 +21,15 @@ from conversations.admin.transcript import live_threads, transcript_url
 from conversations.models import ArchivedConversation, ArchiveRun, QuarantinedCheckpoint
 
 
+class Live(TypedDict):
+    live: bool  # the conversation still has keys in Redis (get_queryset annotates it)
+
+
 class StateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("live", "Live (still in Redis)"), ("archived", "Archived")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -36,7 +41,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ArchivedConversation)
-class ArchivedConversationAdmin(ReadOnlyAdmin):
+class ArchivedConversationAdmin(ReadOnlyAdmin[ArchivedConversation]):
     count_noun = ("conversation", "conversations")
     list_display = ("conversation_id", "customer_id", "state", "first_message", "last_message", "message_count", "transcript")
     list_filter = (StateFilter, ("last_message_at", admin.DateFieldListFilter))
@@ -62,7 +67,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).annotate(live=Exists(live_threads(OuterRef("conversation_id"))))
 
     @admin.display(description="state", ordering="live")
-    def state(self, obj: ArchivedConversation) -> str:
+    def state(self, obj: WithAnnotations[ArchivedConversation, Live]) -> str:
         return "live" if obj.live else "archived"
 
     @admin.display(description="transcript")
@@ -81,7 +86,7 @@ class ArchivedConversationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ArchiveRun)
-class ArchiveRunAdmin(ReadOnlyAdmin):
+class ArchiveRunAdmin(ReadOnlyAdmin[ArchiveRun]):
     count_noun = ("run", "runs")
     list_display = (
         "started",
@@ -109,7 +114,7 @@ class ArchiveRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(QuarantinedCheckpoint)
-class QuarantinedCheckpointAdmin(ReadOnlyAdmin):
+class QuarantinedCheckpointAdmin(ReadOnlyAdmin[QuarantinedCheckpoint]):
     count_noun = ("quarantined value", "quarantined values")
     list_display = ("quarantined", "key", "source", "redis_type", "error_excerpt")
     list_filter = ("source", ("quarantined_at", admin.DateFieldListFilter))

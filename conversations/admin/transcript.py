@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from django.contrib.admin.utils import quote
@@ -21,6 +21,7 @@ from django.db.models.functions import Length, Substr
 from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
+from django_stubs_ext import WithAnnotations
 
 from conversations.admin.display import local_time, pretty_json, visible
 from conversations.models import ArchivedConversation, ConversationHistory, LiveThread
@@ -46,6 +47,11 @@ def live_threads(conversation_id: Any) -> QuerySet[LiveThread]:
     )
 
 
+class Head(TypedDict):
+    content_head: str  # the first TRANSCRIPT_MESSAGE_CHARS characters
+    content_length: int  # of the whole content
+
+
 @dataclass(frozen=True)
 class TranscriptEntry:
     """One message as the transcript shows it; text only, the template escapes it."""
@@ -65,7 +71,7 @@ class TranscriptEntry:
     url: str = ""  # the message's own page, which shows the whole text
 
     @classmethod
-    def from_row(cls, row: ConversationHistory) -> TranscriptEntry:
+    def from_row(cls, row: WithAnnotations[ConversationHistory, Head]) -> TranscriptEntry:
         """`row` comes with `content_head` (the first TRANSCRIPT_MESSAGE_CHARS characters) and
         `content_length`: a message of a megabyte does not make a page of a megabyte."""
         content = row.content_head
