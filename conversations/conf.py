@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "CUTOFF_HOURS": 23,
     # ... or once its keys have less than this left to live, whichever comes first. None: what
     # the keys need to outlive the next run, one schedule interval + the longest of the recent
-    # runs + TTL_MARGIN_MINUTES (archiving.required_buffer); a value set lower is refused.
+    # runs + TTL_MARGIN_MINUTES (options.required_buffer); a value set lower is refused.
     "TTL_BUFFER_MINUTES": None,
     "TTL_MARGIN_MINUTES": 10,
     # Each run also copies the new messages of every conversation not yet due (the live

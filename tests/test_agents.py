@@ -25,8 +25,9 @@ import pytest
 import redis
 from django.utils import timezone
 
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
+from conversations.options import Options
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 

@@ -19,9 +19,10 @@ from django.db import connection
 from freezegun import freeze_time
 
 from conversations import retry, storage
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.exceptions import RunInProgress
 from conversations.models import ArchiveRun, ConversationHistory
+from conversations.options import Options
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)

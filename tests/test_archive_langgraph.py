@@ -11,8 +11,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
+from conversations.options import Options
 from tests import lgwriter
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]

@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conversations.archiving import Options, is_due, run_archive
+from conversations.archiving import run_archive
 from conversations.checkpoints import Candidate
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
+from conversations.options import Options, is_due
 from tests.factories import hours_ago, lc, plain_value, simple
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -36,9 +36,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from bench import reliability
-from conversations.archiving import Options, RunReport, run_archive
+from conversations.archiving import run_archive
 from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
+from conversations.options import Options
+from conversations.runs import RunReport
 from tests import lgwriter
 from tests.factories import hours_ago, lc, plain_value
 

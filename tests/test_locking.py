@@ -13,8 +13,9 @@ from django.db import connection
 from django.db.models import Count, Max, Min
 
 from conversations import erasure, storage
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
+from conversations.options import Options
 from conversations.retention import purge
 from tests.factories import hours_ago, lc, plain_value
 

@@ -20,8 +20,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations import storage
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, LiveThread
+from conversations.options import Options
 from tests.factories import hours_ago, lc, plain_value
 from tests.test_agents import empty, saver_python, stack_url  # noqa: F401 (saver_python: a fixture)
 
@@ -309,10 +310,10 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
     adds nothing twice. A shallow saver forgets what it trimmed at the next turn: only the
     mirror has it. Each run after the first reads only the checkpoints written since the
     previous one (no margin here: the bot's turns are a second apart)."""
-    from conversations import archiving
+    from conversations import live
     from conversations.checkpoints import indexed
 
-    monkeypatch.setattr(archiving, "READ_MARGIN", timedelta(0))
+    monkeypatch.setattr(live, "READ_MARGIN", timedelta(0))
     real_since = indexed._since
     skipped: list[int] = []
     monkeypatch.setattr(indexed, "_since", lambda timed, since: skipped.append(len(timed) - len(kept := real_since(timed, since))) or kept)

@@ -31,8 +31,9 @@ from django.db import connection
 from django.utils import timezone
 
 from bench import reliability
-from conversations.archiving import Options, run_archive
+from conversations.archiving import run_archive
 from conversations.models import ArchiveRun, ConversationHistory
+from conversations.options import Options
 from tests import lgwriter
 from tests.factories import hours_ago, lc, plain_value
 

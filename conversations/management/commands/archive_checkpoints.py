@@ -8,8 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations import conf
-from conversations.archiving import Options, buffer_problem, run_archive
+from conversations.archiving import run_archive
 from conversations.exceptions import RunInProgress
+from conversations.options import Options, buffer_problem
 
 
 class Command(BaseCommand):

@@ -1,0 +1,283 @@
+"""One batch of keys: read the due conversations (and, with the mirror, the live ones), store
+them, and only then delete the due ones from Redis.
+
+Safety design:
+- A batch's rows are written in one transaction; a conversation's Redis keys are removed
+  only after that transaction committed, and only by a compare-and-delete that leaves the
+  conversation alone if the bot wrote to it since we read it (the next run adds just the
+  new messages). A crash anywhere leaves every message in Redis, in the database, or both;
+  the unique message identity makes the next run skip what is already stored.
+- A value that cannot be read safely is copied into the quarantine table and left in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis
+from django.db import DatabaseError, ProgrammingError
+from django.utils import timezone
+
+from conversations import retry, storage
+from conversations.checkpoints import Candidate, Conversation, Layout
+from conversations.checkpoints.base import Held, Unreadable, broken_with_value
+from conversations.checkpoints.client import redis_errors
+from conversations.live import Mirror, changed, live_record, live_threads
+from conversations.options import Options, is_due
+from conversations.runs import RunReport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """What one batch found in Redis: the due conversations and (with the mirror) the live
+    ones, not read yet (a writer thread reads them, so reading overlaps with storing), and the
+    values the probe could not read."""
+
+    layout: Layout
+    key_count: int
+    due: list[Candidate]
+    broken: list[Unreadable]
+    began: float
+    live: list[Candidate] = field(default_factory=list)
+    probed_at: datetime | None = None  # when the candidates' TTLs were read
+
+
+def read_batch(
+    client: redis.Redis,
+    layout: Layout,
+    keys: list[str],
+    opts: Options,
+    report: RunReport,
+    progress: Callable[[str], None] | None = None,
+) -> Batch | None:
+    """Probe a batch of keys for the due conversations; a dry run reads and reports them
+    here (and returns None)."""
+    began = time.monotonic()
+    with redis_errors():
+        candidates, broken = layout.probe(client, keys)
+    probed_at = timezone.now()
+    due, live = [], []
+    for candidate in candidates:
+        (due if is_due(candidate, opts) else live).append(candidate)
+    _mark(broken, layout)
+    if not opts.dry_run:
+        # Left in Redis; without the mirror, what they hold is not archived.
+        report.left(live, probed_at, at_risk=not opts.mirror)
+        _found(report, len(due) + sum(1 for b in broken if b.quarantine))
+        return Batch(layout, len(keys), due, broken, began, live if opts.mirror else [], probed_at)
+    live = live if opts.mirror else []
+
+    live = changed(live, live_threads(layout, live))
+    with redis_errors():
+        conversations, unreadable = layout.load(client, due + live) if due or live else ([], [])
+    _mark(unreadable, layout)
+    broken += unreadable
+    mirroring = {c.key for c in live}
+    archiving = [c for c in conversations if c.candidate.key not in mirroring]
+    mirrored = [c for c in conversations if c.candidate.key in mirroring]
+    _found(report, len(archiving) + sum(1 for b in broken if b.quarantine))
+    report.messages += sum(len(c.messages) for c in archiving)
+    report.quarantined += sum(1 for b in broken if b.quarantine)
+    if mirrored:
+        new = storage.count_new(mirrored)
+        report.mirrored += len(mirrored)
+        report.mirrored_messages += new
+        _say(progress, f"would mirror {len(mirrored)} live conversations: {new} new messages")
+    for c in archiving:
+        _say(progress, f"would archive {c.conversation_id}: {len(c.messages)} messages ({c.candidate.key})")
+    for b in broken:
+        if b.quarantine:
+            _say(progress, f"would quarantine {b.key}: {b.error}")
+    return None
+
+
+def _mark(broken: list[Unreadable], layout: Layout) -> None:
+    for b in broken:
+        b.source = b.source or layout.name
+        if not b.quarantine:
+            logger.warning("Skipping %s: %s", b.key, b.error)
+
+
+def _found(report: RunReport, found: int) -> None:
+    report.found += found
+    if found:
+        logger.info("Found %d expired checkpoints to archive", found)
+
+
+def store_batch(client: redis.Redis, batch: Batch, opts: Options, report: RunReport) -> None:
+    """Read the due conversations and the live ones that changed, quarantine what cannot be
+    read, write, and only then delete what was written of the due ones, and what the delete
+    guard finds committed."""
+    layout = batch.layout
+    try:
+        known = live_threads(layout, batch.due + batch.live)
+        live = changed(batch.live, known)
+    except DatabaseError as exc:  # the due ones are still tried (and fail or not, as they will)
+        logger.error("Cannot read the live mirror's watermarks; this batch mirrors nothing: %s", exc)
+        report.error(f"live mirror: {exc}")
+        known, live = {}, []
+    with redis_errors():
+        conversations, unreadable = layout.load(client, batch.due + live) if batch.due or live else ([], [])
+    _mark(unreadable, layout)
+    _quarantine(batch.broken + unreadable, opts, report)
+    committed: dict[str, set[str]] = {}
+    first: dict[str, int] = {}
+    mirroring = {c.key for c in live}
+    since = {key: mirrored.since for key, mirrored in known.items()}
+    written = _write(client, layout, conversations, opts, report, committed, Mirror(mirroring, since, first))
+    mirrored = [c for c in written if c.candidate.key in mirroring]
+    written = [c for c in written if c.candidate.key not in mirroring]
+    if mirrored:
+        report.mirrored += len(mirrored)
+        live_record(lambda: storage.keep_live(layout.name, mirrored, first, known, opts.now), "recording the live mirror", report)
+    archived = deferred = 0
+    refused: dict[int, str] = {}
+
+    def guard(items: list[tuple[Conversation, Held]]) -> list[bool]:
+        try:
+            missing = retry.with_retry(lambda: storage.unarchived(items, committed), "checking what the keys hold")
+        except DatabaseError as exc:  # cannot tell: every key stays, the next run checks again
+            for conversation, _ in items:
+                refused[id(conversation)] = f"the archive could not be asked: {exc}"
+            return [False] * len(items)
+        for (conversation, _), absent in zip(items, missing):
+            if absent:
+                refused[id(conversation)] = "not archived: " + ", ".join(sorted(absent)[:3])
+        return [not absent for absent in missing]
+
+    with redis_errors():
+        removed = layout.delete_many(client, written, check=guard) if written else []
+    for conversation, gone in zip(written, removed):
+        if gone:
+            archived += 1
+        elif id(conversation) in refused:
+            message = f"{conversation.conversation_id}: its keys stay in Redis, the delete guard refused them ({refused[id(conversation)]})"
+            logger.error("Conversation %s", message)
+            report.error(message)
+        else:
+            deferred += 1
+            logger.info(
+                "Conversation %s changed while it was archived; its keys stay for the next run",
+                conversation.conversation_id,
+            )
+    report.archived += archived
+    report.deferred += deferred
+    _count_left(batch, unreadable, written, removed, live, mirrored, report)
+    gone = [c.candidate.key for c, g in zip(written, removed) if g and c.candidate.key in known]
+    if gone:
+        live_record(lambda: storage.forget_live(layout.name, gone), "recording archived conversations as no longer live", report)
+    if logger.isEnabledFor(logging.DEBUG):
+        _detail(written, removed, mirrored, refused)
+    logger.info(
+        "Batch of %d keys (%s): %d archived, %d mirrored, %d deferred, %d unreadable in %.2fs",
+        batch.key_count,
+        layout.name,
+        archived,
+        len(mirrored),
+        deferred,
+        sum(1 for b in batch.broken + unreadable if b.quarantine),
+        time.monotonic() - batch.began,
+    )
+
+
+def _count_left(
+    batch: Batch, unreadable: list[Unreadable], written: list[Conversation], removed: list[bool],
+    live: list[Candidate], mirrored: list[Conversation], report: RunReport,
+) -> None:
+    """The due conversations the batch did not archive stay in Redis with messages the archive
+    lacks (deferred, refused, failed), as do the changed live ones it could not mirror. A
+    quarantined value is kept whole, so it is not counted as at risk."""
+    at = batch.probed_at or timezone.now()
+    archived = {c.candidate.key for c, gone in zip(written, removed) if gone}
+    quarantined = {b.key for b in batch.broken + unreadable}
+    left = [
+        c for c in batch.due
+        if c.key not in archived and c.key not in quarantined and c.checkpoint_key not in quarantined
+    ]
+    report.left(left, at, at_risk=True)
+    copied = {c.candidate.key for c in mirrored}
+    report.left([c for c in live if c.key not in copied], at, at_risk=True, waiting=False)
+
+
+def _detail(written: list[Conversation], removed: list[bool], mirrored: list[Conversation], refused: dict[int, str]) -> None:
+    """The batch's conversations, one line each (-v 2, or LOG_LEVEL=DEBUG)."""
+    for conversation, gone in zip(written, removed):
+        what = "archived" if gone else "kept in Redis (refused)" if id(conversation) in refused else "deferred"
+        logger.debug("  %s %s: %d messages (%s)", what, conversation.conversation_id, len(conversation.messages), conversation.candidate.key)
+    for conversation in mirrored:
+        logger.debug("  mirrored %s: %d messages read (%s)", conversation.conversation_id, len(conversation.messages), conversation.candidate.key)
+
+
+def _write(
+    client: redis.Redis, layout: Layout, conversations: list[Conversation], opts: Options, report: RunReport,
+    committed: dict[str, set[str]], mirror: Mirror | None = None,
+) -> list[Conversation]:
+    """Commit the batch's rows; return the conversations whose rows are stored, and put in
+    `committed` the message keys each of them has in the archive."""
+    if not conversations:
+        return []
+    mirror = mirror or Mirror()
+    try:
+        written = retry.with_retry(
+            lambda: storage.write_conversations(conversations, opts.now, mirror.since), "archiving a batch"
+        )
+    except ProgrammingError as exc:
+        raise ProgrammingError(f"{exc} (has `python manage.py migrate` been run?)") from exc
+    except (DatabaseError, *retry.UNSTORABLE) as exc:
+        if not retry.is_data_error(exc) or len(conversations) == 1:
+            return _failed(client, conversations, exc, report, quarantine=retry.is_data_error(exc), opts=opts)
+        # One conversation's rows broke the batch: write them one by one to find it.
+        stored: list[Conversation] = []
+        for conversation in conversations:
+            stored += _write(client, layout, [conversation], opts, report, committed, mirror)
+        return stored
+    live = {c.conversation_id for c in conversations if c.candidate.key in mirror.keys}
+    report.messages += sum(n for cid, n in written.added.items() if cid not in live)
+    report.mirrored_messages += sum(n for cid, n in written.added.items() if cid in live)
+    committed.update(written.keys)
+    mirror.first.update(written.first)
+    return conversations
+
+
+def _failed(
+    client: redis.Redis, conversations: list[Conversation], exc: Exception, report: RunReport, *, quarantine: bool, opts: Options
+) -> list[Conversation]:
+    for conversation in conversations:
+        logger.error("Failed to archive %s after retry, skipping", conversation.conversation_id)
+        report.error(f"{conversation.conversation_id}: {exc}")
+    if quarantine:
+        with redis_errors():
+            broken = [
+                broken_with_value(client, c.candidate.checkpoint_key, f"the database refused it: {exc}", c.source)
+                for c in conversations
+            ]
+        _quarantine(broken, opts, report, count=False)
+    return []
+
+
+def _quarantine(broken: list[Unreadable], opts: Options, report: RunReport, count: bool = True) -> None:
+    if not any(b.quarantine for b in broken):
+        return
+    try:
+        new = retry.with_retry(lambda: storage.quarantine(broken, opts.now), "quarantining unreadable checkpoints")
+    except DatabaseError as exc:
+        for b in broken:
+            logger.error("Cannot quarantine %s (%s): %s; it stays in Redis", b.key, b.error, exc)
+            report.error(f"{b.key}: {b.error}")
+        return
+    for b in new:
+        logger.error("Quarantined %s: %s", b.key, b.error)
+        report.quarantined += 1
+        if count:
+            report.error(f"{b.key}: {b.error}")
+
+
+def _say(progress: Callable[[str], None] | None, line: str) -> None:
+    if progress is not None:
+        progress(line)
