@@ -1,4 +1,4 @@
-"""The run record: what one archival run counts, and where it is kept.
+"""The run record: what a run and each of its batches count, and where it is kept.
 
 Every run (dry runs excepted) is recorded in `archive_run` when it starts and when it ends,
 after the health file (so the record counts that file's failure too) and before the metrics
@@ -26,10 +26,10 @@ MAX_RECORDED_ERRORS = 50
 
 
 @dataclass
-class RunReport:
-    started_at: datetime
-    dry_run: bool = False
-    finished_at: datetime | None = None
+class Counts:
+    """What one batch counted, or (added up with `add`) a whole run. A batch's functions
+    return theirs, so writer threads share no report: the run adds up what each batch counted."""
+
     found: int = 0
     archived: int = 0
     messages: int = 0
@@ -37,32 +37,21 @@ class RunReport:
     quarantined: int = 0
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
-    mirror: bool = False
     mirrored: int = 0  # live conversations whose new messages were copied
     mirrored_messages: int = 0
-    # What the run leaves in Redis; `scanned` once it looked at every key.
-    scanned: bool = False
+    # What the run leaves in Redis.
     waiting: int = 0
     at_risk: int = 0  # of those, with messages the archive does not hold
     at_risk_expires_at: datetime | None = None
     next_expiry_at: datetime | None = None
-
-    @property
-    def healthy(self) -> bool:
-        return self.errors == 0
-
-    @property
-    def duration(self) -> float:
-        end = self.finished_at or timezone.now()
-        return (end - self.started_at).total_seconds()
 
     def error(self, message: str) -> None:
         self.errors += 1
         if len(self.error_messages) < MAX_RECORDED_ERRORS:
             self.error_messages.append(storage.printable(message))
 
-    def add(self, other: RunReport) -> None:
-        """Count in what another part of the run (a writer thread) counted."""
+    def add(self, other: Counts) -> None:
+        """Count in what another part of the run (a batch) counted."""
         self.found += other.found
         self.archived += other.archived
         self.messages += other.messages
@@ -89,6 +78,26 @@ class RunReport:
         if at_risk:
             self.at_risk += len(candidates)
             self.at_risk_expires_at = _earliest(self.at_risk_expires_at, first)
+
+
+@dataclass(kw_only=True)
+class RunReport(Counts):
+    """A run's counts, with when and how it ran."""
+
+    started_at: datetime
+    dry_run: bool = False
+    finished_at: datetime | None = None
+    mirror: bool = False
+    scanned: bool = False  # once it looked at every key: what it leaves in Redis is then known
+
+    @property
+    def healthy(self) -> bool:
+        return self.errors == 0
+
+    @property
+    def duration(self) -> float:
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
 
     def summary(self) -> str:
         if self.dry_run:
