@@ -52,7 +52,8 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
             try:
                 for layout in enabled_layouts():
                     for keys in scan_batches(client, layout, opts.batch_size):
-                        batch = read_batch(client, layout, keys, opts, report, progress)
+                        batch, counts = read_batch(client, layout, keys, opts, progress)
+                        report.add(counts)
                         if batch is not None:
                             writer.submit(batch)
                         renew()
@@ -62,7 +63,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
             if opts.mirror:
                 logger.info("Mirrored %d live conversations (%d new messages)", report.mirrored, report.mirrored_messages)
             if not opts.dry_run:
-                tidy_live(report)
+                report.add(tidy_live(report.mirrored))
     except RunInProgress:
         raise
     except ArchiverError as exc:  # Redis unreachable, or set up otherwise than expected

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from conversations import retry, storage
 from conversations.checkpoints import Candidate, Layout
-from conversations.runs import RunReport
+from conversations.runs import Counts
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +69,28 @@ def live_threads(layout: Layout, candidates: list[Candidate]) -> dict[str, stora
     return retry.with_retry(lambda: storage.live_threads(layout.name, keys), "reading the live mirror's watermarks")
 
 
-def live_record(action: Callable[[], None], what: str, report: RunReport) -> None:
+def live_record(action: Callable[[], None], what: str) -> Counts:
     """Bookkeeping of the live mirror, after the rows committed: if it fails, nothing is lost
-    (the next run reads those conversations again and stores nothing twice); it is reported."""
+    (the next run reads those conversations again and stores nothing twice); it is counted."""
+    counts = Counts()
     try:
         retry.with_retry(action, what)
     except DatabaseError as exc:
         logger.error("Database error while %s: %s", what, exc)
-        report.error(f"{what}: {exc}")
+        counts.error(f"{what}: {exc}")
+    return counts
 
 
-def tidy_live(report: RunReport) -> None:
-    """At the end of a run: forget the conversations whose keys expired, and after a run that
-    mirrored many, bring the planner's statistics up to date."""
+def tidy_live(mirrored: int) -> Counts:
+    """At the end of a run that mirrored `mirrored` conversations: forget the conversations
+    whose keys expired, and after a run that mirrored many, bring the planner's statistics up
+    to date."""
+    counts = Counts()
     try:
         retry.with_retry(lambda: storage.forget_expired(timezone.now()), "forgetting expired live conversations")
-        if report.mirrored >= ANALYZE_AFTER:
+        if mirrored >= ANALYZE_AFTER:
             storage.analyze_live()
     except DatabaseError as exc:
         logger.error("Cannot tidy the live mirror's table: %s", exc)
-        report.error(f"live conversations: {exc}")
+        counts.error(f"live conversations: {exc}")
+    return counts
