@@ -64,7 +64,8 @@ def read_batch(
     with redis_errors():
         candidates, broken = layout.probe(client, keys)
     probed_at = timezone.now()
-    due, live = [], []
+    due: list[Candidate] = []
+    live: list[Candidate] = []
     for candidate in candidates:
         (due if is_due(candidate, opts) else live).append(candidate)
     _mark(broken, layout)
@@ -156,8 +157,8 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, counts: Counts
 
     with redis_errors():
         removed = layout.delete_many(client, written, check=guard) if written else []
-    for conversation, gone in zip(written, removed):
-        if gone:
+    for conversation, removed_now in zip(written, removed):
+        if removed_now:
             archived += 1
         elif id(conversation) in refused:
             message = f"{conversation.conversation_id}: its keys stay in Redis, the delete guard refused them ({refused[id(conversation)]})"

@@ -63,7 +63,8 @@ def longest_recent_run() -> timedelta:
     """The longest of the latest finished runs (none recorded, or no database: zero)."""
     try:
         runs = ArchiveRun.objects.filter(finished_at__isnull=False).order_by("-started_at")[:RECENT_RUNS]
-        return max((finished - started for started, finished in runs.values_list("started_at", "finished_at")), default=timedelta(0))
+        times = runs.values_list("started_at", "finished_at")
+        return max((finished - started for started, finished in times if finished is not None), default=timedelta(0))
     except DatabaseError as exc:
         logger.warning("Cannot read the run records for the TTL buffer: %s", exc)
         return timedelta(0)
