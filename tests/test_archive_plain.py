@@ -337,15 +337,15 @@ def test_small_batches_archive_everything(plain_redis):
 def archived_first_seen_as(monkeypatch, view: dict) -> list:
     """The writer's first look at what the archive holds returns `view` (stale), later looks
     the truth; returns the list of looks."""
-    from conversations import storage
+    from conversations.storage import write
 
-    real, calls = storage._archived, []
+    real, calls = write.read_archived, []
 
     def look(ids):
         calls.append(ids)
         return view if len(calls) == 1 else real(ids)
 
-    monkeypatch.setattr(storage, "_archived", look)
+    monkeypatch.setattr(write, "read_archived", look)
     return calls
 
 
@@ -412,12 +412,12 @@ def test_a_message_archived_before_it_had_an_id_is_stored_once(plain_redis, late
 def test_a_provisional_row_gone_before_its_claim_leaves_the_message_stored(plain_redis, monkeypatch):
     """The provisional row was read, then removed (a purge, say) before the run gave it its
     id: the message goes in as a new row, and the conversation's record counts what is there."""
-    from conversations import storage
+    from conversations.storage.archived import read_archived
 
     earlier = [lc("human", "hola", "h1"), lc("ai", "buenas", "a1")]
     plain_redis.set(KEY, with_unapplied_input(plain_value(earlier, ts=hours_ago(30)), [lc("human", "gracias")]))
     archive()
-    stale = storage._archived(["wa-msg-abc123"])
+    stale = read_archived(["wa-msg-abc123"])
     ConversationHistory.objects.filter(message_key__startswith="input:").delete()
     calls = archived_first_seen_as(monkeypatch, stale)
     plain_redis.set(KEY, plain_value(earlier + [lc("human", "gracias", "h2"), lc("ai", "De nada", "a2")], ts=hours_ago(29)))

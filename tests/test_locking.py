@@ -12,11 +12,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, Max, Min
 
-from conversations import erasure, storage
+from conversations import erasure
 from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 from conversations.options import Options
 from conversations.retention import purge
+from conversations.storage import write
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,14 +63,14 @@ def test_a_purge_during_a_run_that_stores_the_conversation_leaves_its_record_rig
     old_rows("conv-old", 3)
     seed_due(plain_redis, "conv-old")
     inside, go = threading.Event(), threading.Event()
-    real_refresh = storage._refresh_conversations
+    real_refresh = write._refresh_conversations
 
     def paused(*args, **kwargs):  # inside the run's transaction, its record computed from the old rows
         inside.set()
         assert go.wait(30)
         return real_refresh(*args, **kwargs)
 
-    monkeypatch.setattr(storage, "_refresh_conversations", paused)
+    monkeypatch.setattr(write, "_refresh_conversations", paused)
 
     def in_thread(target, results, name):
         def work():

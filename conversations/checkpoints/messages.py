@@ -64,7 +64,7 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict)
     own_timestamp: datetime | None = None
     # Read from a write LangGraph has not applied yet, without an id: LangGraph gives it one
-    # when the run goes on, and the archive then recognises it (storage._claim).
+    # when the run goes on, and the archive then recognises it (storage/write.py, _claim).
     provisional: bool = False
 
 
