@@ -30,6 +30,13 @@ def row(conversation_id: str, when: datetime, position: int = 0, customer_id: st
     )
 
 
+def record(conversation_id: str, first: datetime, last: datetime, n: int) -> None:
+    ArchivedConversation.objects.create(
+        conversation_id=conversation_id, thread_id=conversation_id, first_message_at=first, last_message_at=last,
+        message_count=n, first_archived_at=first, last_archived_at=last,
+    )
+
+
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
@@ -150,11 +157,8 @@ def test_the_same_retention_applies_to_everything_else():
     row("gone", utc(2025, 1, 1))
     row("partly", utc(2025, 1, 1), position=0)
     row("partly", utc(2026, 7, 1), position=1)
-    for conversation_id, first, last, n in [("gone", utc(2025, 1, 1), utc(2025, 1, 1), 1), ("partly", utc(2025, 1, 1), utc(2026, 7, 1), 2)]:
-        ArchivedConversation.objects.create(
-            conversation_id=conversation_id, thread_id=conversation_id, first_message_at=first, last_message_at=last,
-            message_count=n, first_archived_at=first, last_archived_at=last,
-        )
+    record("gone", utc(2025, 1, 1), utc(2025, 1, 1), 1)
+    record("partly", utc(2025, 1, 1), utc(2026, 7, 1), 2)
     QuarantinedCheckpoint.objects.create(key="old", source="plain", raw_value=b"x", value_sha1="a", error="e", quarantined_at=utc(2025, 1, 1))
     QuarantinedCheckpoint.objects.create(key="new", source="plain", raw_value=b"x", value_sha1="b", error="e", quarantined_at=utc(2026, 7, 1))
     ArchiveRun.objects.create(started_at=utc(2025, 1, 1), status="healthy")
@@ -167,6 +171,30 @@ def test_the_same_retention_applies_to_everything_else():
     assert (partly.conversation_id, partly.message_count, partly.first_message_at) == ("partly", 1, utc(2026, 7, 1))
     assert list(QuarantinedCheckpoint.objects.values_list("key", flat=True)) == ["new"]
     assert ArchiveRun.objects.count() == 1
+
+
+def test_partly_purged_conversations_are_recounted_a_few_at_a_time(monkeypatch):
+    """Each record recounted in a batch gets its own figures; one whose messages are all gone
+    (its record said one was recent) is dropped and counted; one with nothing old is left as is."""
+    monkeypatch.setattr(retention, "RECOUNT_BATCH", 2, raising=False)
+    for n in range(5):
+        row(f"partly-{n}", utc(2025, 1, 1), position=0)
+        for position in range(1, n + 2):
+            row(f"partly-{n}", utc(2026, 7, position), position=position)
+        record(f"partly-{n}", utc(2025, 1, 1), utc(2026, 7, n + 1), n + 2)
+    row("stale", utc(2025, 1, 1))
+    record("stale", utc(2025, 1, 1), utc(2026, 7, 1), 2)
+    row("new", utc(2026, 7, 1))
+    record("new", utc(2026, 7, 1), utc(2026, 7, 1), 9)
+
+    report = purge(6, now=SUMMER_NOW)
+
+    assert (report.messages, report.conversation_records) == (6, 1)
+    got = {r.conversation_id: (r.message_count, r.first_message_at, r.last_message_at) for r in ArchivedConversation.objects.all()}
+    assert got == {
+        **{f"partly-{n}": (n + 1, utc(2026, 7, 1), utc(2026, 7, n + 1)) for n in range(5)},
+        "new": (9, utc(2026, 7, 1), utc(2026, 7, 1)),
+    }
 
 
 def test_default_months_come_from_the_setting(settings):
