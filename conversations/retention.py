@@ -26,12 +26,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone as dt_timezone
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
-from django.db.models import Count, Max, Min
+from django.db import connection, transaction
+from django.db.models import Count, Exists, Max, Min, OuterRef
 from django.utils import timezone
 
 from conversations.checkpoints.client import connect, redis_errors
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 DELETE_BATCH = 5000
 EXPORT_CHUNK = 5000
+RECOUNT_BATCH = 500
 EXPORT_FIELDS = [f.attname for f in ConversationHistory._meta.concrete_fields]
 
 
@@ -191,18 +193,28 @@ def _refresh_conversation_records(cutoff: datetime, report: PurgeReport, renew: 
     gone = ArchivedConversation.objects.filter(last_message_at__lt=cutoff)
     deleted = delete_in_batches(gone, DELETE_BATCH, lambda _: renew(), "conversation records", report)
     partial = ArchivedConversation.objects.filter(first_message_at__lt=cutoff).values_list("conversation_id", flat=True)
-    for number, conversation_id in enumerate(partial.iterator()):
-        if number % 500 == 499:
-            renew()
-        rows = ConversationHistory.objects.filter(conversation_id=conversation_id)
-        facts = rows.aggregate(n=Count("id"), first=Min("timestamp"), last=Max("timestamp"))
-        if facts["n"]:
-            ArchivedConversation.objects.filter(conversation_id=conversation_id).update(
-                message_count=facts["n"], first_message_at=facts["first"], last_message_at=facts["last"]
-            )
-        else:
-            deleted += ArchivedConversation.objects.filter(conversation_id=conversation_id).delete()[0]
+    conversation_ids = partial.iterator()
+    while batch := list(islice(conversation_ids, RECOUNT_BATCH)):
+        deleted += _recount(batch)
+        renew()
     return deleted
+
+
+def _recount(conversation_ids: list[str]) -> int:
+    """Give these conversations' records the count and first and last times of the rows they
+    have left, in one UPDATE, and drop the records of those with none; the number dropped."""
+    records, history = ArchivedConversation._meta.db_table, ConversationHistory._meta.db_table
+    marks = ", ".join(["%s"] * len(conversation_ids))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {records} AS c SET message_count = h.n, first_message_at = h.first_at, last_message_at = h.last_at "
+            "FROM (SELECT conversation_id, COUNT(id) AS n, MIN(timestamp) AS first_at, MAX(timestamp) AS last_at "
+            f"FROM {history} WHERE conversation_id IN ({marks}) GROUP BY conversation_id) AS h "
+            "WHERE c.conversation_id = h.conversation_id",
+            conversation_ids,
+        )
+        left = ConversationHistory.objects.filter(conversation_id=OuterRef("conversation_id"))
+        return ArchivedConversation.objects.filter(~Exists(left), conversation_id__in=conversation_ids).delete()[0]
 
 
 # --- export -------------------------------------------------------------------------------

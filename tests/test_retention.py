@@ -176,7 +176,7 @@ def test_the_same_retention_applies_to_everything_else():
 def test_partly_purged_conversations_are_recounted_a_few_at_a_time(monkeypatch):
     """Each record recounted in a batch gets its own figures; one whose messages are all gone
     (its record said one was recent) is dropped and counted; one with nothing old is left as is."""
-    monkeypatch.setattr(retention, "RECOUNT_BATCH", 2, raising=False)
+    monkeypatch.setattr(retention, "RECOUNT_BATCH", 2)
     for n in range(5):
         row(f"partly-{n}", utc(2025, 1, 1), position=0)
         for position in range(1, n + 2):
