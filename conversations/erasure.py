@@ -26,13 +26,14 @@ from conversations import conf
 from conversations.archiving import scan_batches
 from conversations.checkpoints import enabled_layouts
 from conversations.checkpoints.client import connect, redis_errors
+from conversations.exceptions import RetentionError
 from conversations.locking import ERASE, run_lock
 from conversations.models import (
     ArchivedConversation,
     ConversationHistory,
     QuarantinedCheckpoint,
 )
-from conversations.retention import DELETE_BATCH, RetentionError, delete_in_batches
+from conversations.retention import DELETE_BATCH, delete_in_batches
 
 logger = logging.getLogger(__name__)
 

@@ -15,3 +15,7 @@ class MalformedCheckpoint(ArchiverError):
 
 class RunInProgress(ArchiverError):
     """Another archival run holds the lock."""
+
+
+class RetentionError(ArchiverError):
+    """Retention cannot go ahead; the message says what to fix. Nothing was deleted."""

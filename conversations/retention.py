@@ -16,26 +16,23 @@ Safety design:
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef
 from django.utils import timezone
 
 from conversations.checkpoints.client import connect, redis_errors
+from conversations.exceptions import RetentionError
+from conversations.export import check_writable, export_rows, exported_ids
 from conversations.locking import PURGE, run_lock
 from conversations.models import (
     ArchivedConversation,
@@ -47,13 +44,7 @@ from conversations.models import (
 logger = logging.getLogger(__name__)
 
 DELETE_BATCH = 5000
-EXPORT_CHUNK = 5000
 RECOUNT_BATCH = 500
-EXPORT_FIELDS = [f.attname for f in ConversationHistory._meta.concrete_fields]
-
-
-class RetentionError(Exception):
-    """Retention cannot go ahead; the message says what to fix. Nothing was deleted."""
 
 
 def months_before(moment: datetime, months: int) -> datetime:
@@ -131,7 +122,7 @@ def purge(
     report.messages, report.conversations = stats["n"], stats["conversations"]
     report.oldest, report.newest = stats["oldest"], stats["newest"]
     if export is not None:
-        _check_writable(export)
+        check_writable(export)
     if not dry_run:
         client = connect()
         with redis_errors():  # the lock comes later; a Redis that is down stops the purge before it deletes
@@ -220,75 +211,12 @@ def _recount(conversation_ids: list[str]) -> int:
 # --- export -------------------------------------------------------------------------------
 
 
-def _check_writable(path: Path) -> None:
-    if path.exists():
-        raise RetentionError(f"--export {path}: the file exists already; choose a new name so nothing is overwritten.")
-    if not path.parent.is_dir():
-        raise RetentionError(f"--export {path}: the folder {path.parent} does not exist.")
-    if not os.access(path.parent, os.W_OK):
-        raise RetentionError(f"--export {path}: the folder {path.parent} is not writable.")
-
-
-def _open(path: Path, mode: str, gz: bool) -> IO[str]:
-    if gz:
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
-
-
-def export_rows(cutoff: datetime, path: Path) -> int:
-    """Write every row older than the cutoff as JSON Lines, then read the file back and count it.
-    The file appears under its name only when it is complete and checked."""
-    gz = path.name.endswith(".gz")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        written = 0
-        with _open(tmp, "w", gz) as out:
-            for row in _rows_older_than(cutoff):
-                out.write(json.dumps(row, cls=DjangoJSONEncoder, ensure_ascii=False))
-                out.write("\n")
-                written += 1
-            out.flush()
-        read_back = sum(1 for _ in _exported_ids(tmp, gz))
-        if read_back != written:
-            raise RetentionError(f"--export {path}: wrote {written} rows but read back {read_back}; nothing was deleted.")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RetentionError(f"--export {path}: {exc.strerror or exc}; nothing was deleted.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("Exported %d messages to %s", written, path)
-    return written
-
-
-def _rows_older_than(cutoff: datetime) -> Iterator[dict[str, Any]]:
-    """Rows by keyset on the primary key, a chunk per query (never OFFSET)."""
-    last = 0
-    while True:
-        chunk = list(
-            ConversationHistory.objects.filter(timestamp__lt=cutoff, pk__gt=last).order_by("pk").values(*EXPORT_FIELDS)[:EXPORT_CHUNK]
-        )
-        if not chunk:
-            return
-        yield from chunk
-        last = chunk[-1]["id"]
-
-
-def _exported_ids(path: Path, gz: bool) -> Iterator[int]:
-    with _open(path, "r", gz) as handle:
-        for line in handle:
-            yield int(json.loads(line)["id"])
-
-
 def _delete_exported(
     path: Path, cutoff: datetime, batch_size: int, progress: Callable[[str], None] | None, report: PurgeReport
 ) -> int:
     total = 0
     batch: list[int] = []
-    for row_id in _exported_ids(path, path.name.endswith(".gz")):
+    for row_id in exported_ids(path, path.name.endswith(".gz")):
         batch.append(row_id)
         if len(batch) >= batch_size:
             total += _delete_ids(batch, cutoff, report)

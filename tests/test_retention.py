@@ -13,9 +13,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from freezegun import freeze_time
 
-from conversations import retention
+from conversations import export, retention
+from conversations.exceptions import RetentionError
 from conversations.models import ArchivedConversation, ArchiveRun, ConversationHistory, QuarantinedCheckpoint
-from conversations.retention import RetentionError, months_before, purge
+from conversations.retention import months_before, purge
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,7 +121,7 @@ def test_a_failed_export_deletes_nothing_and_leaves_no_partial_file(tmp_path, mo
         yield {"id": 1}
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(retention, "_rows_older_than", disk_full)
+    monkeypatch.setattr(export, "_rows_older_than", disk_full)
     with pytest.raises(RetentionError, match="No space left on device; nothing was deleted"):
         purge(6, now=SUMMER_NOW, export=tmp_path / "x.jsonl")
     assert ConversationHistory.objects.count() == 3
