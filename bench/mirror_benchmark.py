@@ -54,7 +54,7 @@ os.environ["BENCH_DB_NAME"] = os.environ.get("BENCH_MIRROR_DB_NAME", "bench_mirr
 os.environ["BENCH_REDIS_PORT"] = os.environ.get("BENCH_MIRROR_REDIS_PORT", "6395")
 
 from bench import archive_benchmark as bench  # noqa: E402
-from bench.servers import redis_server  # noqa: E402
+from harness.servers import redis_server  # noqa: E402
 
 TURNS = 3  # turns (two messages each) a live conversation has when seeded
 ROUNDS = 3

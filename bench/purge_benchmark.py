@@ -34,7 +34,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archive_benchmark as bench  # noqa: E402  (the same seeding and machine description)
 
-from bench.servers import redis_server  # noqa: E402
+from harness.servers import redis_server  # noqa: E402
 
 ROOT = bench.ROOT
 DB_NAME = "bench_purge"

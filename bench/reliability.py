@@ -25,7 +25,7 @@ Scenarios (--scenarios, comma-separated; all by default):
 The backlog mixes every layout the archiver reads: chains of RedisSaver checkpoints (some
 with messages only in pending writes), shallow-saver documents (both registries), the
 operations guide's plain strings (LangChain envelopes, and role/content dicts without ids),
-and conversations written by the real langgraph savers (tests/lgwriter.py).
+and conversations written by the real langgraph savers (harness/lgwriter.py).
 
 It uses its own database (relia_archive, dropped and created) and its own Redis server
 (port 6396, started with scripts/start-redis-stack.sh); pg-restart creates and drops its
@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.servers import start_redis, stop_redis  # noqa: E402
+from harness.servers import start_redis, stop_redis  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("RELIA_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DB_NAME = os.environ.get("RELIA_DB_NAME", "relia_archive")
@@ -352,7 +352,7 @@ def seed_backlog(target: Target, rng: random.Random, conversations: int, real: i
 
 def seed_real(redis_url: str, rng: random.Random, count: int, ttl_minutes: float | None = 30) -> list[Seeded]:
     """Conversations written by the real langgraph savers; the expected messages are LangGraph's own get_state."""
-    from tests import lgwriter
+    from harness import lgwriter
 
     out = []
     for i in range(count):
@@ -1096,7 +1096,7 @@ class Bot:
         self.stop = threading.Event()
 
     def write(self, owned: list[str], seed: int) -> None:
-        from tests import lgwriter
+        from harness import lgwriter
 
         local = random.Random(seed)
         while not self.stop.is_set():
@@ -1122,7 +1122,7 @@ def scenario_writer(target: Target, rng: random.Random, trials: int, threads: in
     again with a cutoff of 0.36 s, so threads are archived between and during turns. When the
     writers stop, one more run; the archive must equal everything the writers were told the
     conversation holds (LangGraph's get_state after each turn), and Redis must be empty."""
-    from tests import lgwriter
+    from harness import lgwriter
 
     result = Result("writer")
     for trial in range(trials):

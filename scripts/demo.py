@@ -6,7 +6,7 @@
 2. Writes a few conversations through the real LangGraph RedisSaver: a ReAct agent with tool
    calls and an image, a bot that summarizes and removes what it summarized, one that trims
    its state, and a chat on a thread id with ':' and non-ASCII characters (the bots the
-   tests use, tests/agents.py, with a scripted model: no network, no API key).
+   tests use, harness/agents.py, with a scripted model: no network, no API key).
 3. Runs archive_checkpoints twice into an SQLite file of its own (.demo/demo.sqlite3): once
    as cron would (the conversations are young, so the live mirror copies them), then with
    --cutoff-hours 0 (archives them and removes them from Redis).
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.servers import start_redis, stop_redis  # noqa: E402  (the servers the tests and benchmarks start)
+from harness.servers import start_redis, stop_redis  # noqa: E402  (the servers the tests and benchmarks start)
 
 USER = "support"
 WORK = ROOT / ".demo"
@@ -108,7 +108,7 @@ def main() -> int:
         manage(env, "migrate", "--noinput")
         step(f"Writing conversations through LangGraph's RedisSaver ({SCENARIOS.replace(',', ', ')})")
         with tempfile.NamedTemporaryFile(suffix=".json", dir=WORK) as out:
-            run([sys.executable, "tests/agents.py", "--redis-url", env["REDIS_URL"], "--saver", "redis",
+            run([sys.executable, "harness/agents.py", "--redis-url", env["REDIS_URL"], "--saver", "redis",
                  "--prefix", "demo", "--scenarios", SCENARIOS, "--turns", "5", "--out", out.name], env)
         step("archive_checkpoints, as cron runs it (the conversations are young: the live mirror copies them)")
         print("    " + manage(env, "archive_checkpoints").strip())

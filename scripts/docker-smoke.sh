@@ -140,7 +140,7 @@ applied=$(compose logs archiver web | grep -c 'Applying conversations.0001_initi
 say "1. image built, archiver healthy, admin answering, migrations applied once"
 
 # --- 2. a bot writes, the archiver archives --------------------------------------------
-.venv/bin/python tests/agents.py --redis-url "redis://127.0.0.1:$REDIS_PORT/0" --saver redis --prefix smoke \
+.venv/bin/python harness/agents.py --redis-url "redis://127.0.0.1:$REDIS_PORT/0" --saver redis --prefix smoke \
     --scenarios react,summarize --turns 4 --out /tmp/docker-smoke-bot.json >/dev/null || fail "the bot could not write to the stack's Redis"
 archived="$(compose exec -T archiver python manage.py archive_checkpoints --cutoff-hours 0)" || fail "archive_checkpoints failed: $archived"
 case "$archived" in "Archived 2 conversations ("*) ;; *) fail "archive_checkpoints said: $archived" ;; esac

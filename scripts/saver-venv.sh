@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A virtualenv with an older langgraph-checkpoint-redis, for running tests/agents.py against
+# A virtualenv with an older langgraph-checkpoint-redis, for running harness/agents.py against
 # the Redis layout that version writes. Idempotent: the venv is (re)built only when it is
 # missing, was made with another Python, or its requirements file changed. Prints the path
 # of the venv's python on stdout (everything else goes to stderr).

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.servers import stop_redis
+from harness.servers import stop_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")

@@ -1,4 +1,4 @@
-"""Hand-made checkpoint values for edge cases (the real savers' output is in lgwriter.py)."""
+"""Hand-made checkpoint values for edge cases (the real savers' output is in harness/lgwriter.py)."""
 
 from __future__ import annotations
 

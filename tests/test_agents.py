@@ -1,7 +1,7 @@
 """Real agents, every saver class, three saver versions: the archive holds the whole
 conversation, as LangGraph's own get_state_history shows it.
 
-tests/agents.py writes the conversations (the prebuilt ReAct agent with a scripted chat
+harness/agents.py writes the conversations (the prebuilt ReAct agent with a scripted chat
 model and real tools; a summarizing bot; trims; RemoveMessage; an edit in place; interrupts,
 pending and resumed; an interrupted subgraph; the customer id only in `configurable`) with
 the real langgraph + langgraph-checkpoint-redis of one version, in that version's own
@@ -75,7 +75,7 @@ def stack_url(client: redis.Redis) -> str:
 
 
 def write(python: str, url: str, saver: str, prefix: str, out: Path, *scenarios: str) -> dict[str, Any]:
-    command = [python, str(ROOT / "tests" / "agents.py"), "--redis-url", url, "--saver", saver, "--prefix", prefix, "--out", str(out)]
+    command = [python, str(ROOT / "harness" / "agents.py"), "--redis-url", url, "--saver", saver, "--prefix", prefix, "--out", str(out)]
     if scenarios:
         command += ["--scenarios", ",".join(scenarios)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -88,7 +88,7 @@ def archived(conversation_id: str) -> list[ConversationHistory]:
 
 
 def as_expected(row: ConversationHistory) -> dict[str, Any]:
-    """A row in the shape of tests/agents.py's messages."""
+    """A row in the shape of harness/agents.py's messages."""
     return {
         "id": row.message_id,
         "type": row.role,
@@ -165,7 +165,7 @@ def test_what_a_summarizing_bot_removed_is_kept_and_marked(stack, saver_python, 
 def test_the_customer_id_passed_only_as_configuration_is_found_in_the_metadata(stack, saver_python, tmp_path):
     """A saver that copies `configurable` into each checkpoint's metadata (as LangGraph's own
     get_checkpoint_metadata does) gives the customer id; the stock RedisSaver stores it
-    nowhere, so there is nothing to find (written down in tests/agents.py's notes)."""
+    nowhere, so there is nothing to find (written down in harness/agents.py's notes)."""
     expected = write(saver_python("0.5"), stack_url(stack), "redis", "cfg", tmp_path / "e.json", "configurable", "configurable_meta")
     by_scenario = {facts["scenario"]: (thread, facts) for thread, facts in expected["threads"].items()}
 

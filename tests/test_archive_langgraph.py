@@ -14,7 +14,7 @@ from django.utils import timezone
 from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory, QuarantinedCheckpoint
 from conversations.options import Options
-from tests import lgwriter
+from harness import lgwriter
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
 

@@ -147,6 +147,7 @@ def test_the_dockerfile_runs_as_a_user_and_checks_the_archivers_health():
     assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", ".cron-env", ".venv", ".git"} <= set(ignored)
+    assert {"tests", "bench", "harness", "scripts"} <= set(ignored)  # test-only code stays out of the image
 
 
 # Debian's /etc/pam.d/cron (bookworm), the lines that matter.

@@ -41,7 +41,7 @@ from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
 from conversations.options import Options
 from conversations.runs import RunReport
-from tests import lgwriter
+from harness import lgwriter
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,5 +1,5 @@
 """The live mirror: every run copies the new messages of the conversations not yet due, against
-real Redis and PostgreSQL; real bots (tests/agents.py, with the saver this project installs)
+real Redis and PostgreSQL; real bots (harness/agents.py, with the saver this project installs)
 write their turns while the archiver runs between them."""
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
     conversation_id = f"conv-live-{saver}-{scenario}"
     views: list[list[dict[str, Any]]] = []
     with subprocess.Popen(
-        [saver_python(version), str(ROOT / "tests" / "agents.py"), "--redis-url", stack_url(stack), "--saver", saver,
+        [saver_python(version), str(ROOT / "harness" / "agents.py"), "--redis-url", stack_url(stack), "--saver", saver,
          "--prefix", f"live-{saver}", "--scenarios", scenario, "--turns", "6", "--step", "--out", str(tmp_path / "e.json")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     ) as bot:

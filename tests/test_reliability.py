@@ -34,7 +34,7 @@ from bench import reliability
 from conversations.archiving import run_archive
 from conversations.models import ArchiveRun, ConversationHistory
 from conversations.options import Options
-from tests import lgwriter
+from harness import lgwriter
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]

@@ -1,4 +1,4 @@
-# Test helper: writes genuine LangGraph conversations into Redis with the REAL savers of
+# Writes genuine LangGraph conversations into Redis with the REAL savers of
 # langgraph-checkpoint-redis (RedisSaver, AsyncRedisSaver, ShallowRedisSaver,
 # AsyncShallowRedisSaver) and returns what LangGraph itself says the conversation holds.
 # Deterministic fake nodes (no LLM, no network); nothing runs at import time.

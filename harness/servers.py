@@ -1,5 +1,6 @@
-"""The Redis server with the JSON and search modules that the benchmarks and the tests start for
-themselves (scripts/start-redis-stack.sh), and stop again when they were the ones to start it."""
+"""The Redis server with the JSON and search modules that the tests, the benchmarks and the demo
+start for themselves (scripts/start-redis-stack.sh), and stop again when they were the ones to
+start it."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ langgraph-checkpoint-redis and redis; no Django and no project code. It runs unc
 langgraph-checkpoint-redis 0.1.3, 0.2.1 and 0.5.2 (tests/savers/requirements-*.txt,
 scripts/saver-venv.sh), on Python 3.11 and 3.12.
 
-    python tests/agents.py --redis-url redis://127.0.0.1:PORT/0 \
+    python harness/agents.py --redis-url redis://127.0.0.1:PORT/0 \
         --saver {redis,async,shallow,async_shallow} --prefix PREFIX \
         [--scenarios a,b,...] [--turns N] [--durability sync|async] [--step] --out FILE.json
 

@@ -1,0 +1,9 @@
+"""What the tests, the benchmarks and the demo share; none of it is part of the app.
+
+- `servers.py`: the Redis server with the JSON and search modules, started and stopped.
+- `lgwriter.py`: conversations written in process through the real LangGraph savers.
+- `agents.py`: real LangGraph bots, run as their own process (any saver version's virtualenv).
+
+Neither `tests/` nor `bench/` imports the other: what both need lives here. Like them, it is
+left out of the image (.dockerignore).
+"""
