@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from harness.documents import checkpoint  # noqa: E402
 from harness.servers import redis_server  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -99,27 +100,6 @@ def checkpoint_id(ts: datetime, rng: random.Random) -> str:
     ticks = f"{int(ts.timestamp() * 10_000_000):015x}"[-15:]
     tail = f"{rng.getrandbits(64):016x}"
     return f"{ticks[:8]}-{ticks[8:12]}-6{ticks[12:]}-{tail[:4]}-{tail[4:]}"
-
-
-def checkpoint(thread: str, cid: str, parent: str, ts: datetime, messages: list[dict[str, Any]], customer: str) -> dict[str, Any]:
-    return {
-        "thread_id": thread,
-        "run_id": "",
-        "checkpoint_ns": "__empty__",
-        "checkpoint_id": cid,
-        "parent_checkpoint_id": parent,
-        "checkpoint_ts": ts.timestamp() * 1000,
-        "checkpoint": {
-            "type": "json", "v": 4, "ts": ts.isoformat(), "id": cid,
-            "channel_values": {"messages": messages, "conversation_id": thread, "customer_id": customer},
-            "channel_versions": {"messages": f"{len(messages):032d}.0.1"}, "versions_seen": {}, "updated_channels": ["messages"],
-            "pending_sends": [],
-        },
-        "metadata": json.dumps({"source": "loop", "step": len(messages)}),
-        "has_writes": "false",
-        "source": "loop",
-        "step": len(messages),
-    }
 
 
 def seed(client: redis.Redis, messages_wanted: int, rng: random.Random) -> tuple[int, int, list[tuple[Any, ...]]]:

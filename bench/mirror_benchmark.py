@@ -54,6 +54,7 @@ os.environ["BENCH_DB_NAME"] = os.environ.get("BENCH_MIRROR_DB_NAME", "bench_mirr
 os.environ["BENCH_REDIS_PORT"] = os.environ.get("BENCH_MIRROR_REDIS_PORT", "6395")
 
 from bench import archive_benchmark as bench  # noqa: E402
+from harness.documents import checkpoint  # noqa: E402
 from harness.servers import redis_server  # noqa: E402
 
 TURNS = 3  # turns (two messages each) a live conversation has when seeded
@@ -97,7 +98,7 @@ class Threads:
         ts = when + timedelta(seconds=len(messages))
         cid = bench.checkpoint_id(ts, self.rng)
         key = f"checkpoint:{thread}:__empty__:{cid}"
-        doc = bench.checkpoint(thread, cid, self.newest[thread], ts, messages, f"cust-{self.rng.randint(1, 50_000)}")
+        doc = checkpoint(thread, cid, self.newest[thread], ts, messages, f"cust-{self.rng.randint(1, 50_000)}")
         pipe.execute_command("JSON.SET", key, "$", json.dumps(doc, ensure_ascii=False))
         pipe.expire(key, TTL)
         pipe.set(f"checkpoint_latest:{thread}:__empty__", key, ex=TTL)
@@ -205,7 +206,7 @@ class Bot(threading.Thread):
             ts = datetime.now(timezone.utc)
             cid = bench.checkpoint_id(ts, self.rng)
             key = f"checkpoint:{thread}:__empty__:{cid}"
-            doc = json.dumps(bench.checkpoint(thread, cid, parent, ts, messages, "cust-1"), ensure_ascii=False)
+            doc = json.dumps(checkpoint(thread, cid, parent, ts, messages, "cust-1"), ensure_ascii=False)
             self.timed("JSON.SET", "JSON.SET", key, "$", doc)
             self.timed("JSON.GET", "JSON.GET", key)
             self.timed(

@@ -35,13 +35,13 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from bench import reliability
 from conversations.archiving import run_archive
 from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
 from conversations.options import Options
 from conversations.runs import RunReport
 from harness import lgwriter
+from harness.reliability import processes
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -116,7 +116,7 @@ def healthy(client: redis.Redis, n: int = 3) -> dict[str, list[str]]:
 def reset(client: redis.Redis) -> None:
     client.flushdb()
     with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {', '.join(reliability.TABLES)}")
+        cursor.execute(f"TRUNCATE {', '.join(processes.TABLES)}")
 
 
 def printable(key: bytes) -> str:
@@ -365,7 +365,7 @@ def saver_template(client: redis.Redis) -> dict[str, Any]:
 
 def restore(client: redis.Redis, template: dict[str, Any]) -> None:
     reset(client)
-    reliability.create_indexes(stack_url(client))
+    processes.create_indexes(stack_url(client))
     pipe = client.pipeline(transaction=False)
     for key, (kind, value) in template["keys"].items():
         if kind == "ReJSON-RL":

@@ -2,7 +2,7 @@
 meanwhile, several archivers at once, a health file it cannot write.
 
 The archiver runs as its own process (`manage.py archive_checkpoints`) against a backlog whose
-messages are known (bench/reliability.py seeds it and compares the archive with it); the same
+messages are known (harness/reliability/ seeds it and compares the archive with it); the same
 scenarios run larger and longer from bench/reliability.py, whose figures docs/reliability.md
 reports.
 """
@@ -30,11 +30,11 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from bench import reliability
 from conversations.archiving import run_archive
 from conversations.models import ArchiveRun, ConversationHistory
 from conversations.options import Options
 from harness import lgwriter
+from harness.reliability import check, processes, scenarios, seed, trials
 from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.stack]
@@ -53,14 +53,14 @@ def stack_url(client: redis.Redis) -> str:
 
 
 @pytest.fixture
-def target(stack_redis, tmp_path) -> reliability.Target:
+def target(stack_redis, tmp_path) -> processes.Target:
     connection.close()  # the scenarios truncate the tables from their own connection
-    target = reliability.Target(database_url(), stack_url(stack_redis), tmp_path / "archiver_health.json")
+    target = processes.Target(database_url(), stack_url(stack_redis), tmp_path / "archiver_health.json")
     target.reset()
     return target
 
 
-def assert_clean(result: reliability.Result) -> None:
+def assert_clean(result: trials.Result) -> None:
     figures = result.as_dict()
     assert figures["lost"] == 0 and figures["duplicated"] == 0 and figures["unexpected"] == 0, figures
     assert figures["misordered"] == 0 and figures["leftover_keys"] == 0, figures
@@ -75,7 +75,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(target):
     """Killed 1-3 times per trial at random moments; after one clean run every seeded message
     (ids and contents, in order) is archived exactly once and Redis holds nothing of them.
     Right after each kill every message is in PostgreSQL or still in Redis."""
-    result = reliability.scenario_sigkill(target, random.Random(6), trials=2, conversations=250, real=4, log=lambda _: None)
+    result = scenarios.scenario_sigkill(target, random.Random(6), trials=2, conversations=250, real=4, log=lambda _: None)
     assert_clean(result)
     assert result.facts.get("kills", 0) >= 2, result.facts
 
@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(target):
 
 def test_postgres_connections_terminated_again_and_again(target):
     """pg_terminate_backend on the archiver's connections every 0.05-0.3 s during a run."""
-    result = reliability.scenario_pg_terminate(
+    result = scenarios.scenario_pg_terminate(
         target, random.Random(2), trials=1, conversations=300, admin_url=database_url(name="postgres"),
         database=connection.settings_dict["NAME"], every=(0.05, 0.3), log=lambda _: None,
     )
@@ -175,35 +175,35 @@ def outage() -> Iterator[Outage]:
 
 
 def test_postgres_down_mid_run_retries_twice_one_second_apart_then_the_next_run_completes(target, outage):
-    backlog = reliability.seed_backlog(target, random.Random(3), 300)
-    through_relay = reliability.Target(database_url(port=outage.port), target.redis_url, target.health_file)
-    archiver = reliability.Archiver(through_relay, "--batch-size", "20")
-    reliability.wait_for_rows(target, archiver)
+    backlog = seed.seed_backlog(target, random.Random(3), 300)
+    through_relay = processes.Target(database_url(port=outage.port), target.redis_url, target.health_file)
+    archiver = processes.Archiver(through_relay, "--batch-size", "20")
+    processes.wait_for_rows(target, archiver)
     outage.down()
     time.sleep(2.5)
     outage.up()
     run = archiver.wait()
 
     assert run.returncode == 1, run.stderr[-2000:]
-    first, later, gaps = reliability.retry_gaps(run.stderr)
+    first, later, gaps = check.retry_gaps(run.stderr)
     assert first >= 1 and later == 0  # ARCHIVER_RETRY_ATTEMPTS=2: one retry per batch, never a third attempt
     assert "retrying in 1s" in run.stderr and min(gaps) >= 0.95, gaps
     failed = re.findall(r"Failed to archive (\S+) after retry, skipping", run.stderr)
     assert failed
-    assert reliability.health(target)["status"] == "unhealthy"
+    assert check.health(target)["status"] == "unhealthy"
     # Nothing was deleted from Redis that was not committed: every message is in one place or both.
-    present = reliability.still_in_redis(target.client(), backlog)
-    rows = reliability.archived_rows(target.db_url)
-    assert reliability.compare(backlog, rows, in_redis=present).lost == 0
+    present = check.still_in_redis(target.client(), backlog)
+    rows = check.archived_rows(target.db_url)
+    assert check.compare(backlog, rows, in_redis=present).lost == 0
     assert set(failed) <= present
     assert ArchiveRun.objects.get().status == "unhealthy"
 
-    clean = reliability.archive_once(target)
+    clean = processes.archive_once(target)
     assert clean.returncode == 0, clean.stderr[-2000:]
-    tally = reliability.compare(backlog, reliability.archived_rows(target.db_url))
+    tally = check.compare(backlog, check.archived_rows(target.db_url))
     assert tally.clean and tally.lost == 0, tally.as_dict()
-    assert reliability.leftover_keys(target.client(), backlog) == []
-    assert reliability.health(target)["status"] == "healthy"
+    assert check.leftover_keys(target.client(), backlog) == []
+    assert check.health(target)["status"] == "healthy"
 
 
 # --- Redis goes away ----------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_redis_dropping_connections_mid_run(target):
     """CLIENT KILL TYPE normal every 10-30 ms while the run, held mid-way by construction, waits
     on Redis: the run says it failed (exit 1, unhealthy), nothing is lost, and the next run
     completes the work."""
-    result = reliability.scenario_redis_kill(target, random.Random(4), trials=1, conversations=300,
+    result = scenarios.scenario_redis_kill(target, random.Random(4), trials=1, conversations=300,
                                              every=(0.01, 0.03), log=lambda _: None)
     assert_clean(result)
     assert result.facts["trials_disturbed_mid_run"] == 1 and result.facts["connections_killed"] >= 1, result.facts
@@ -226,7 +226,7 @@ def test_redis_dropping_connections_mid_run(target):
 def test_the_bot_writing_through_the_real_savers_while_runs_go_on(target):
     """Eight threads (all four savers) get new turns while the archiver runs again and again;
     after a final run the archive holds every message LangGraph reported, once, in order."""
-    result = reliability.scenario_writer(target, random.Random(5), trials=1, threads=8, seconds=8, log=lambda _: None)
+    result = scenarios.scenario_writer(target, random.Random(5), trials=1, threads=8, seconds=8, log=lambda _: None)
     assert_clean(result)
     assert result.facts["turns_written"] >= 8 and result.facts["archiver_runs"] >= 2, result.facts
 
@@ -272,7 +272,7 @@ def test_a_checkpoint_stored_just_before_the_archiver_deletes_the_thread_is_not_
     moves_per_turn = counting["pointer_moves"]
     monkeypatch.undo()
     stack_redis.flushdb()
-    reliability.create_indexes(url)
+    processes.create_indexes(url)
 
     first = lgwriter.write_conversation(url, "t-race", ["hola"])
     seen = saver_with_archive_before_pointer_moves(monkeypatch, trigger_on=moves_per_turn)  # the turn's last checkpoint
@@ -356,7 +356,7 @@ def test_archiving_a_thread_leaves_threads_the_search_index_confuses_with_it_alo
 
 def test_two_and_three_archivers_started_at_once(target):
     """One does the work; the others say another run is in progress and exit 0."""
-    result = reliability.scenario_concurrent(target, random.Random(7), trials=2, conversations=400, log=lambda _: None)
+    result = scenarios.scenario_concurrent(target, random.Random(7), trials=2, conversations=400, log=lambda _: None)
     assert_clean(result)
     assert result.facts == {"trials_with_2_archivers": 1, "trials_with_3_archivers": 1}
 
