@@ -1,9 +1,9 @@
 """The nine ways the trials try to break the archiver's promise.
 
-Each scenario seeds a backlog whose messages are known, runs the real archiver as its own
-process while something goes wrong, and hands over to the shared trial runner
-(harness/reliability/trials.py), which checks the promise at once and again after one clean
-run. Each returns a `Result` with what it counted.
+Each scenario is a disturbance: what goes wrong while the real archiver, its own process,
+works through a backlog whose messages are known. The shared trial runner
+(trials.run_trials) seeds the backlog before it and checks the promise after it, at once
+and again after one clean run. Each scenario returns a `Result` with what it counted.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from harness.reliability.processes import (
     Archiver,
     Target,
     archive_once,
-    expire_lock,
     held_rows,
     kill_at_random_progress,
     kill_between_commit_and_delete,
@@ -44,14 +43,15 @@ from harness.reliability.processes import (
     wait_for_pg,
     wait_for_rows,
 )
-from harness.reliability.seed import Backlog, Bot, Msg, Seeded, hostile_values, lc_message, seed_backlog
+from harness.reliability.seed import Backlog, Bot, Msg, Seeded, hostile_values, lc_message
 from harness.reliability.trials import (
     IN_PROGRESS,
     Result,
     calibrate,
     check_retries,
     check_unhealthy_run,
-    finish_trial,
+    count_kill,
+    run_trials,
 )
 from harness.servers import start_redis
 
@@ -63,9 +63,8 @@ def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversati
     startup, undisturbed = calibrate(target, rng, conversations, real)
     per_key = seconds_per_key(undisturbed)
     result.facts.update(start_up_s=round(startup, 2), undisturbed_run_s=round(undisturbed.seconds, 2))
-    for trial in range(trials):
-        target.reset()
-        backlog = seed_backlog(target, rng, conversations, real)
+
+    def disturb(trial: int, backlog: Backlog) -> None:
         batch = rng.choice([25, 50, 200])
         client = target.client()
         for kill in range(rng.randint(1, 3)):
@@ -76,28 +75,15 @@ def scenario_sigkill(target: Target, rng: random.Random, trials: int, conversati
             else:
                 killed = kill_at_random_progress(archiver, rng, batches=-(-left // batch), batch_s=per_key * batch)
             if killed:
-                result.count("kills")
                 archiver.result(killed=True)
-                rows = archived_rows(target.db_url)
-                present = still_in_redis(client, backlog)
-                both = sum(1 for cid in present if len(rows.get(cid, [])) >= len(backlog.conversations[cid].messages))
-                done = sum(1 for cid in backlog.conversations if cid not in present)
-                phase = "before the first commit" if not rows else ("after the last delete" if not present else "mid-run")
-                result.count(f"kills_{phase.replace(' ', '_')}")
-                if both:
-                    result.count("kills_with_conversations_committed_but_not_deleted")
-                midway = compare(backlog, rows, in_redis=present)
-                result.midway_lost += midway.lost
-                result.total.examples = (result.total.examples + midway.examples)[:10]
-                expire_lock(client)
-                log(f"  sigkill trial {trial + 1}: killed {phase} ({done} archived, {both} in both stores)")
+                log(f"  sigkill trial {trial + 1}: {count_kill(result, target, client, backlog)}")
             else:
                 run = archiver.result()
                 result.count("runs_finished_before_the_kill")
                 if run.returncode != 0:
                     result.problem(f"an undisturbed run exited {run.returncode}")
-        finish_trial(result, target, backlog)
-    return result
+
+    return run_trials(result, target, rng, trials, conversations, disturb, real=real, log=log)
 
 
 def scenario_pg_terminate(target: Target, rng: random.Random, trials: int, conversations: int, admin_url: str,
@@ -105,9 +91,8 @@ def scenario_pg_terminate(target: Target, rng: random.Random, trials: int, conve
                           log: Callable[[str], None] = print) -> Result:
     """The archiver's PostgreSQL connections are terminated every `every` seconds (0.05-0.6 s) during a run."""
     result = Result("pg-terminate")
-    for trial in range(trials):
-        target.reset()
-        backlog = seed_backlog(target, rng, conversations)
+
+    def disturb(trial: int, backlog: Backlog) -> str:
         archiver = Archiver(target, "--batch-size", str(rng.choice([10, 25, 50])))
         wait_for_rows(target, archiver)
         # At once: the run has committed its first rows, and a fast one may be done in less
@@ -118,8 +103,9 @@ def scenario_pg_terminate(target: Target, rng: random.Random, trials: int, conve
         result.count("trials_disturbed_mid_run", int(done["count"] > 0))
         first = check_retries(result, run)
         check_unhealthy_run(result, target, run, hit=done["count"] > 0)
-        log(f"  pg-terminate trial {trial + 1}: {done['count']} connections terminated, {first} retries, exit {run.returncode}")
-        finish_trial(result, target, backlog)
+        return f"{done['count']} connections terminated, {first} retries, exit {run.returncode}"
+
+    run_trials(result, target, rng, trials, conversations, disturb, log=log)
     result.facts["retry_pause_s"] = sorted(result.facts.get("retry_pause_s", []))[:10]
     return result
 
@@ -146,9 +132,8 @@ def scenario_pg_restart(redis_url: str, health_file: Path, rng: random.Random, t
         db_url = f"postgresql://postgres@127.0.0.1:{PG_CLUSTER_PORT}/{DB_NAME}"
         migrate(db_url)
         target = Target(db_url, redis_url, health_file)
-        for trial in range(trials):
-            target.reset()
-            backlog = seed_backlog(target, rng, conversations)
+
+        def disturb(trial: int, backlog: Backlog) -> str:
             archiver = Archiver(target, "--batch-size", str(rng.choice([10, 25, 50])))
             wait_for_rows(target, archiver)
             time.sleep(rng.uniform(0, 0.2))  # the stop itself takes a few tenths of a second
@@ -167,8 +152,9 @@ def scenario_pg_restart(redis_url: str, health_file: Path, rng: random.Random, t
             check_unhealthy_run(result, target, run, hit=met)  # a run that failed to archive exits 1
             if run.returncode == 0 and (left := still_in_redis(target.client(), backlog)):
                 result.problem(f"the run exited 0 but left {len(left)} conversations in Redis")
-            log(f"  pg-restart trial {trial + 1}: down {down:.1f} s, {first} retries, exit {run.returncode}")
-            finish_trial(result, target, backlog)
+            return f"down {down:.1f} s, {first} retries, exit {run.returncode}"
+
+        run_trials(result, target, rng, trials, conversations, disturb, log=log)
         result.facts["retry_pause_s"] = sorted(result.facts.get("retry_pause_s", []))[:10]
     finally:
         pg_cluster("drop")
@@ -182,9 +168,8 @@ def scenario_redis_kill(target: Target, rng: random.Random, trials: int, convers
     then the run is let go, so that its deletes wait on Redis while the connections are killed
     every `every` seconds (0.02-0.4 s); writes resume when the run has ended."""
     result = Result("redis-kill")
-    for trial in range(trials):
-        target.reset()
-        backlog = seed_backlog(target, rng, conversations)
+
+    def disturb(trial: int, backlog: Backlog) -> str:
         client = target.client()
         with held_rows(target.db_url, backlog) as gate:
             archiver = Archiver(target, "--batch-size", str(rng.choice([10, 25, 50])))
@@ -203,9 +188,9 @@ def scenario_redis_kill(target: Target, rng: random.Random, trials: int, convers
         check_unhealthy_run(result, target, run, hit=done["count"] > 0)
         if run.returncode == 1 and "Redis connection failed" not in run.stderr:
             result.problem("an unhealthy run after Redis dropped it does not say so")
-        log(f"  redis-kill trial {trial + 1}: {done['count']} connections killed, exit {run.returncode}")
-        finish_trial(result, target, backlog)
-    return result
+        return f"{done['count']} connections killed, exit {run.returncode}"
+
+    return run_trials(result, target, rng, trials, conversations, disturb, log=log)
 
 
 def scenario_redis_restart(target: Target, port: int, rng: random.Random, trials: int, conversations: int,
@@ -213,9 +198,8 @@ def scenario_redis_restart(target: Target, port: int, rng: random.Random, trials
     """The Redis server shuts down mid-run (SHUTDOWN SAVE: its data survives, as with
     persistence on) and starts again 1-3 s later."""
     result = Result("redis-restart")
-    for trial in range(trials):
-        target.reset()
-        backlog = seed_backlog(target, rng, conversations)
+
+    def disturb(trial: int, backlog: Backlog) -> str:
         archiver = Archiver(target, "--batch-size", str(rng.choice([25, 50])))
         wait_for_rows(target, archiver)
         time.sleep(rng.uniform(0, 0.5))
@@ -235,9 +219,9 @@ def scenario_redis_restart(target: Target, port: int, rng: random.Random, trials
             # sends can be repeated anyway (reads, and a compare-and-delete that answers -1 the
             # second time); check_unhealthy_run has checked that such a run is consistent.
             result.count("runs_that_rode_through_the_restart")
-        log(f"  redis-restart trial {trial + 1}: exit {run.returncode}")
-        finish_trial(result, target, backlog)
-    return result
+        return f"exit {run.returncode}"
+
+    return run_trials(result, target, rng, trials, conversations, disturb, log=log)
 
 
 def scenario_writer(target: Target, rng: random.Random, trials: int, threads: int, seconds: float,
@@ -245,10 +229,11 @@ def scenario_writer(target: Target, rng: random.Random, trials: int, threads: in
     """The bot keeps writing (real savers, every kind) while the archiver runs again and
     again with a cutoff of 0.36 s, so threads are archived between and during turns. When the
     writers stop, one more run; the archive must equal everything the writers were told the
-    conversation holds (LangGraph's get_state after each turn), and Redis must be empty."""
+    conversation holds (LangGraph's get_state after each turn), and Redis must be empty.
+    Nothing is seeded beforehand: the writers' conversations are the backlog."""
     result = Result("writer")
-    for trial in range(trials):
-        target.reset()
+
+    def disturb(trial: int, _: Backlog) -> str:
         names = [f"live:{lgwriter.SAVERS[i % 4]}:{trial}:{i}" for i in range(threads)]
         bot = Bot(target.redis_url, names)
         writers = [threading.Thread(target=bot.write, args=(names[i::2], rng.getrandbits(32))) for i in range(2)]
@@ -286,18 +271,17 @@ def scenario_writer(target: Target, rng: random.Random, trials: int, threads: in
         result.count("archived_during_writes", archived)
         result.count("deferred_because_written_meanwhile", deferred)
         result.count("unhealthy_runs", sum(1 for r in runs if r.returncode != 0))
-        result.trials += 1
-        log(f"  writer trial {trial + 1}: {sum(bot.turns.values())} turns, {len(runs)} runs, {archived} archived, {deferred} deferred, {len(bot.errors)} writer errors")
-    return result
+        return f"{sum(bot.turns.values())} turns, {len(runs)} runs, {archived} archived, {deferred} deferred, {len(bot.errors)} writer errors"
+
+    return run_trials(result, target, rng, trials, 0, disturb, clean_run=False, log=log)
 
 
 def scenario_concurrent(target: Target, rng: random.Random, trials: int, conversations: int,
                         log: Callable[[str], None] = print) -> Result:
     """Two, then three archivers started at the same moment."""
     result = Result("concurrent")
-    for trial in range(trials):
-        target.reset()
-        backlog = seed_backlog(target, rng, conversations)
+
+    def disturb(trial: int, backlog: Backlog) -> str:
         n = 2 + trial % 2
         archivers = [Archiver(target, "--batch-size", "50") for _ in range(n)]
         runs = [a.wait() for a in archivers]
@@ -312,9 +296,9 @@ def scenario_concurrent(target: Target, rng: random.Random, trials: int, convers
             recorded = conn.execute("SELECT COUNT(*) FROM archive_run").fetchone()[0]
         if recorded != 1:
             result.problem(f"{recorded} archive_run rows for one working run")
-        log(f"  concurrent trial {trial + 1}: {n} archivers, exits {[r.returncode for r in runs]}")
-        finish_trial(result, target, backlog)
-    return result
+        return f"{n} archivers, exits {[r.returncode for r in runs]}"
+
+    return run_trials(result, target, rng, trials, conversations, disturb, log=log)
 
 
 def scenario_hostile(target: Target, rng: random.Random, trials: int, conversations: int, marker_dir: Path,
@@ -323,10 +307,10 @@ def scenario_hostile(target: Target, rng: random.Random, trials: int, conversati
     conversations are archived exactly once, every hostile value is quarantined once and
     kept in Redis, nothing it names is run."""
     result = Result("hostile")
-    for trial in range(trials):
-        target.reset()
+    disturbed = {"quarantined": 0}  # what the disturbed run quarantined, for after the clean run
+
+    def disturb(trial: int, backlog: Backlog) -> str:
         marker = marker_dir / f"pwned-{trial}"
-        backlog = seed_backlog(target, rng, conversations)
         client = target.client()
         for name, value in hostile_values(marker):
             key = f"langgraph:checkpoint:hostile-{name}:{trial}"
@@ -350,18 +334,22 @@ def scenario_hostile(target: Target, rng: random.Random, trials: int, conversati
             result.problem("the marker file exists: stored data was executed")
         result.count("hostile_values", len(backlog.hostile_keys))
         result.count("quarantined", sum(quarantined.values()))
-        log(f"  hostile trial {trial + 1}: exit {run.returncode}, {sum(quarantined.values())} quarantined of {len(backlog.hostile_keys)}")
-        finish_trial(result, target, backlog, expect_healthy=False)
+        disturbed["quarantined"] = sum(quarantined.values())
+        return f"exit {run.returncode}, {sum(quarantined.values())} quarantined of {len(backlog.hostile_keys)}"
+
+    def not_quarantined_again() -> None:
         with psycopg.connect(target.db_url) as conn:
             again = conn.execute("SELECT COUNT(*) FROM quarantined_checkpoint").fetchone()[0]
-        if again != sum(quarantined.values()):
+        if again != disturbed["quarantined"]:
             result.problem("the clean run quarantined the same values again")
-    return result
+
+    return run_trials(result, target, rng, trials, conversations, disturb, expect_healthy=False, after=not_quarantined_again, log=log)
 
 
 def scenario_disk_full(target: Target, rng: random.Random, conversations: int, log: Callable[[str], None] = print) -> Result:
     """The health file's filesystem is full (a 16 KB tmpfs, filled up): the run archives,
-    says clearly that the health file could not be written, exits 1, leaves no temporary file."""
+    says clearly that the health file could not be written, exits 1, leaves no temporary file.
+    One trial, checked on the run itself: there is no clean run to follow."""
     result = Result("disk-full")
     mount = Path(tempfile.mkdtemp(prefix="relia-full-"))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True, text=True)
@@ -377,21 +365,22 @@ def scenario_disk_full(target: Target, rng: random.Random, conversations: int, l
             except OSError:
                 pass
         full = Target(target.db_url, target.redis_url, mount / "archiver_health.json")
-        full.reset()
-        backlog = seed_backlog(full, rng, conversations)
-        run = archive_once(full)
-        if run.returncode != 1:
-            result.problem(f"exit {run.returncode} with a full disk for the health file")
-        if "Cannot write the health file" not in run.stderr or "No space left on device" not in run.stderr:
-            result.problem(f"no clear message about the health file: {run.stderr.strip().splitlines()[-2:]}")
-        if [p.name for p in mount.iterdir() if p.name != "filler"]:
-            result.problem(f"files left on the full disk: {[p.name for p in mount.iterdir()]}")
-        tally = compare(backlog, archived_rows(full.db_url))
-        result.total.add(tally)
-        leftovers = leftover_keys(full.client(), backlog)
-        result.leftover_keys += len(leftovers)
-        result.trials = 1
-        log(f"  disk-full: exit {run.returncode}, {run.stderr.strip().splitlines()[-1][:160]}")
+
+        def disturb(trial: int, backlog: Backlog) -> None:
+            run = archive_once(full)
+            if run.returncode != 1:
+                result.problem(f"exit {run.returncode} with a full disk for the health file")
+            if "Cannot write the health file" not in run.stderr or "No space left on device" not in run.stderr:
+                result.problem(f"no clear message about the health file: {run.stderr.strip().splitlines()[-2:]}")
+            if [p.name for p in mount.iterdir() if p.name != "filler"]:
+                result.problem(f"files left on the full disk: {[p.name for p in mount.iterdir()]}")
+            tally = compare(backlog, archived_rows(full.db_url))
+            result.total.add(tally)
+            leftovers = leftover_keys(full.client(), backlog)
+            result.leftover_keys += len(leftovers)
+            log(f"  disk-full: exit {run.returncode}, {run.stderr.strip().splitlines()[-1][:160]}")
+
+        run_trials(result, full, rng, 1, conversations, disturb, clean_run=False, log=log)
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
         mount.rmdir()

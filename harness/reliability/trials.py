@@ -1,15 +1,20 @@
-"""What every scenario does after its disturbance, and what it reports.
+"""The trial loop every scenario shares, and what a scenario reports.
 
-`finish_trial` checks the promise right after the disturbance (nothing in neither store),
-then runs the archiver once more, undisturbed, and checks that everything seeded is archived
-exactly once and nothing of it is left in Redis. `Result` adds up a scenario's trials.
+`run_trials` repeats a scenario's disturbance on a fresh backlog; after each one
+`finish_trial` checks the promise right away (nothing in neither store), then runs the
+archiver once more, undisturbed, and checks that everything seeded is archived exactly once
+and nothing of it is left in Redis. `Result` adds up a scenario's trials; check_retries,
+check_unhealthy_run and count_kill are what several scenarios check of a disturbed run.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis
 
 from harness.reliability.check import (
     Tally,
@@ -25,6 +30,10 @@ from harness.reliability.processes import Run, Target, archive_once, expire_lock
 from harness.reliability.seed import Backlog, seed_backlog
 
 IN_PROGRESS = "Another archival run is in progress"
+
+# What a scenario does to one trial's run: given the trial's number (from 0) and its seeded
+# backlog, it disturbs the archiver and returns the trial's log line, or None if it logged its own.
+Disturbance = Callable[[int, Backlog], str | None]
 
 
 @dataclass
@@ -87,6 +96,28 @@ def finish_trial(result: Result, target: Target, backlog: Backlog, *, expect_hea
     return clean
 
 
+def run_trials(result: Result, target: Target, rng: random.Random, trials: int, conversations: int, disturb: Disturbance, *,
+               real: int = 0, clean_run: bool = True, expect_healthy: bool = True, after: Callable[[], None] | None = None,
+               log: Callable[[str], None] = print) -> Result:
+    """`trials` times: empty both stores, seed `conversations` conversations (and `real` ones
+    through the real savers), disturb, then finish_trial. A scenario whose disturbance checks
+    the archive itself (clean_run=False) gets no clean run, only its trial counted; `after`
+    runs at the end of each trial."""
+    for trial in range(trials):
+        target.reset()
+        backlog = seed_backlog(target, rng, conversations, real)
+        line = disturb(trial, backlog)
+        if line is not None:
+            log(f"  {result.scenario} trial {trial + 1}: {line}")
+        if clean_run:
+            finish_trial(result, target, backlog, expect_healthy=expect_healthy)
+        else:
+            result.trials += 1
+        if after is not None:
+            after()
+    return result
+
+
 def calibrate(target: Target, rng: random.Random, conversations: int, real: int) -> tuple[float, Run]:
     """How long an empty run takes (start-up) and one undisturbed run over such a backlog
     (also a check of the harness itself)."""
@@ -98,6 +129,25 @@ def calibrate(target: Target, rng: random.Random, conversations: int, real: int)
     if run.returncode != 0 or not tally.clean:
         raise SystemExit(f"an undisturbed run is not clean: exit {run.returncode}, {tally.as_dict()}\n{run.stderr[-2000:]}")
     return startup, run
+
+
+def count_kill(result: Result, target: Target, client: redis.Redis, backlog: Backlog) -> str:
+    """Right after a kill: where in the run it landed, and that nothing is in neither store.
+    Lets the lock the killed run held expire; returns what the log says of the kill."""
+    result.count("kills")
+    rows = archived_rows(target.db_url)
+    present = still_in_redis(client, backlog)
+    both = sum(1 for cid in present if len(rows.get(cid, [])) >= len(backlog.conversations[cid].messages))
+    done = sum(1 for cid in backlog.conversations if cid not in present)
+    phase = "before the first commit" if not rows else ("after the last delete" if not present else "mid-run")
+    result.count(f"kills_{phase.replace(' ', '_')}")
+    if both:
+        result.count("kills_with_conversations_committed_but_not_deleted")
+    midway = compare(backlog, rows, in_redis=present)
+    result.midway_lost += midway.lost
+    result.total.examples = (result.total.examples + midway.examples)[:10]
+    expire_lock(client)
+    return f"killed {phase} ({done} archived, {both} in both stores)"
 
 
 def check_retries(result: Result, run: Run) -> int:
