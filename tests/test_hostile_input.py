@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from conversations import conf
 from conversations.archiving import run_archive
 from conversations.checkpoints.redisjson import thread_query
 from conversations.models import ConversationHistory, QuarantinedCheckpoint
@@ -51,7 +52,7 @@ HYPOTHESIS = hsettings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-PREFIX = b"langgraph:checkpoint:"
+PREFIX = conf.DEFAULTS["PLAIN_PREFIX"].encode()
 
 
 # --- payloads that would run code ---------------------------------------------------------

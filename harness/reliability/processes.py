@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 import redis
 
+from conversations.conf import DEFAULTS
 from harness.reliability.check import count_rows
 from harness.reliability.seed import Backlog
 
@@ -42,8 +43,9 @@ PG_VERSION = os.environ.get("RELIA_PG_VERSION", "15")
 PG_CLUSTER = os.environ.get("RELIA_PG_CLUSTER", "relia")
 PG_CLUSTER_PORT = int(os.environ.get("RELIA_PG_CLUSTER_PORT", "5499"))
 
-LOCK_KEY = "conversation-archiver:lock"
-LOCK_TIMEOUT_MS = 300_000  # conf.py's LOCK_TIMEOUT_SECONDS
+# The run lock as the archiver takes it (its defaults: the trials override neither).
+LOCK_KEY = DEFAULTS["LOCK_KEY"]
+LOCK_TIMEOUT_MS = DEFAULTS["LOCK_TIMEOUT_SECONDS"] * 1000
 # The archiver's connections carry this application_name, so only they are terminated.
 APP_NAME = "relia-archiver"
 TABLES = ("conversation_history", "archived_conversation", "quarantined_checkpoint", "archive_run")
