@@ -63,7 +63,7 @@ class ConversationHistory(models.Model):
             models.Index(fields=["conversation_id", "position"], name="conv_history_transcript"),
             models.Index(fields=["timestamp"], name="conv_history_timestamp"),
             # The role filter, newest first: without it a role with few rows (or none) walks
-            # the whole timestamp index (1 s at 2,000,000 rows).
+            # the whole timestamp index (docs/performance.md, *Admin search*: role = system).
             models.Index(fields=["role", "timestamp"], name="conv_history_role_time"),
         ]
 

@@ -151,7 +151,7 @@ class ArchivePaginator(Paginator[Any]):
         """The page's rows and one more. A list of more than COUNT_CAP rows is dense enough that
         walking the index of its order (newest first) finds a page sooner than collecting every
         match and sorting them, which is what the planner picks when it misjudges how many
-        rows match (a phrase search: 35 estimated, 96,930 found, 950 ms at 2,000,000 rows).
+        rows match (a phrase search; the figures are in docs/performance.md, *Admin search*).
         So the first pages try that walk, bounded by WALK_TIMEOUT_MS, and fall back to the
         planner's own plan."""
         if keyset is not None:
