@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     # Threads that store batches, each with its own database connection (PostgreSQL only;
     # SQLite gets one): while one batch's COPY runs in the server, another is formatted.
     "WRITERS": 2,
-    # SCAN's COUNT hint (about 5 ms of the server's time a call on 400,000 keys).
+    # SCAN's COUNT hint: keys looked at per call (docs/performance.md has what a call costs).
     "SCAN_COUNT": 1000,
     # Database errors: attempts per batch and the pause between them.
     "RETRY_ATTEMPTS": 2,

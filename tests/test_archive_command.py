@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from freezegun import freeze_time
 
-from conversations import retry, storage
+from conversations import conf, retry, storage
 from conversations.archiving import run_archive
 from conversations.exceptions import RunInProgress
 from conversations.models import ArchiveRun, ConversationHistory
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "langgraph:checkpoint:wa-msg-abc123:1698765432"
-LOCK = "conversation-archiver:lock"
+LOCK = conf.DEFAULTS["LOCK_KEY"]
 
 
 def seed(client, key=KEY, age=24):

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, Max, Min
 
-from conversations import erasure
+from conversations import conf, erasure
 from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 from conversations.options import Options
@@ -22,7 +22,7 @@ from tests.factories import hours_ago, lc, plain_value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LOCK = "conversation-archiver:lock"
+LOCK = conf.DEFAULTS["LOCK_KEY"]
 
 
 def old_rows(conversation_id: str, n: int, customer_id: str = "cust-7") -> None:
