@@ -6,18 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conversations.checkpoints import messages
-from conversations.checkpoints.messages import (
-    Message,
-    State,
-    check_storable,
-    merge_messages,
-    message_keys,
-    parse_json,
-    parse_message,
-    parse_time,
-)
+from conversations.checkpoints import jsontext
+from conversations.checkpoints.jsontext import parse_json
+from conversations.checkpoints.messages import Message, parse_message, parse_time
 from conversations.checkpoints.redisjson import escape_tag
+from conversations.checkpoints.state import State, check_storable, merge_messages, message_keys
 from conversations.exceptions import MalformedCheckpoint
 from tests.factories import lc
 
@@ -60,7 +53,8 @@ def test_unreadable_messages_are_refused_with_a_reason(raw, error):
 
 
 def test_the_delete_guard_reads_past_an_envelope_naming_no_class():
-    from conversations.checkpoints.base import Held, held_in
+    from conversations.checkpoints.base import Held
+    from conversations.checkpoints.held import held_in
 
     held = Held()
     held_in({"messages": [{"lc": 1, "type": "constructor", "id": [[]], "kwargs": {"content": "hola", "type": "human", "id": "h1"}}]}, held)
@@ -145,4 +139,4 @@ def test_integers_past_64_bits_are_read_exactly(text, value):
     ],
 )
 def test_only_a_number_token_sends_a_document_to_the_exact_parser(text, long_integer):
-    assert messages._may_hold_long_integer(text.encode()) is long_integer
+    assert jsontext._may_hold_long_integer(text.encode()) is long_integer

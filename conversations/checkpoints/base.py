@@ -19,10 +19,9 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints.history import Entry
-from conversations.checkpoints.messages import KNOWN_ROLES, LC_CLASSES, REMOVE, Message, State, parse_message
+from conversations.checkpoints.messages import Message
 from conversations.checkpoints.redisjson import raw_value
-from conversations.conf import Fields
-from conversations.exceptions import MalformedCheckpoint
+from conversations.checkpoints.state import State
 
 
 @dataclass
@@ -138,45 +137,3 @@ class Layout(ABC):
     def delete_many(self, client: redis.Redis, conversations: list[Conversation], check: Check | None = None) -> list[bool]:
         """Remove each conversation's keys unless it changed since `load` (True where removed),
         with one pipeline for the whole batch; with a `check`, only those it lets go."""
-
-
-def fields_of(fields: Fields) -> set[str]:
-    """The state channels besides the messages whose pending writes matter."""
-    return {*fields.conversation_id, *fields.customer_id, fields.summary}
-
-
-def held_in(value: Any, held: Held) -> None:
-    """Add every message found in a stored value, at any depth, to `held`: LangChain envelopes,
-    role/content dicts, and the field maps that msgpack and message_to_dict leave (a "type"
-    that is a message role, and a "content"). A RemoveMessage is not a message."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        if not isinstance(item, dict):
-            continue
-        if not _looks_like_message(item):
-            stack.extend(item.values())
-            continue
-        fields = item.get("kwargs") if item.get("lc") == 1 else item
-        message_id = fields.get("id") if isinstance(fields, dict) else None
-        if isinstance(message_id, str) and message_id:
-            if fields.get("type") != REMOVE:
-                held.ids.add(message_id)  # the id is all that counts: no need to read the rest
-            continue
-        try:
-            message = parse_message(item, 0)
-        except MalformedCheckpoint:
-            stack.extend(item.values())
-            continue
-        if message.role != REMOVE:
-            held.anonymous.add((message.role, message.content))
-
-
-def _looks_like_message(item: dict[str, Any]) -> bool:
-    if item.get("lc") == 1:
-        path = item.get("id")
-        return isinstance(path, list) and bool(path) and isinstance(path[-1], str) and path[-1] in LC_CLASSES
-    return "content" in item and (isinstance(item.get("role"), str) or item.get("type") in KNOWN_ROLES)

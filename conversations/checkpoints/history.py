@@ -27,7 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from conversations.checkpoints.messages import Message, merge_messages, message_keys
+from conversations.checkpoints.messages import Message
+from conversations.checkpoints.state import merge_messages, message_keys
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Snapshot:
     ns: str  # "" for the root namespace
     checkpoint_id: str
     time: datetime
-    keys: tuple[str, ...]  # the identity of each of its messages, in order (messages.message_keys)
+    keys: tuple[str, ...]  # the identity of each of its messages, in order (state.message_keys)
 
 
 @dataclass(frozen=True)

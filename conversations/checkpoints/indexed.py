@@ -40,23 +40,11 @@ from conversations.checkpoints.base import (
     Layout,
     Unreadable,
     broken_with_value,
-    fields_of,
-    held_in,
 )
+from conversations.checkpoints.held import held_in
 from conversations.checkpoints.history import Live, Ref, Snapshot
-from conversations.checkpoints.messages import (
-    REMOVE,
-    Message,
-    State,
-    check_storable,
-    first_id,
-    may_hold_nul,
-    message_keys,
-    parse_json,
-    parse_message,
-    parse_state,
-    parse_time,
-)
+from conversations.checkpoints.jsontext import may_hold_nul, parse_json
+from conversations.checkpoints.messages import REMOVE, Message, parse_message, parse_time
 from conversations.checkpoints.redisjson import (
     Found,
     JsonFound,
@@ -69,6 +57,7 @@ from conversations.checkpoints.redisjson import (
     search_threads,
     thread_query,
 )
+from conversations.checkpoints.state import State, check_storable, fields_of, message_keys, parse_state
 from conversations.checkpoints.writes import Pending, decode_value, read_pending
 from conversations.exceptions import MalformedCheckpoint
 
@@ -248,11 +237,7 @@ class IndexedLayout(Layout):
         state = parse_state(checkpoint.get("channel_values"), self.fields)
         current = self.root_writes(writes, checkpoint_id)
         pending = read_pending(current, self.fields.messages, fields_of(self.fields))
-        state.conversation_id = first_id(pending.fields, self.fields.conversation_id, strict=False) or state.conversation_id
-        state.customer_id = first_id(pending.fields, self.fields.customer_id, strict=False) or state.customer_id
-        summary = pending.fields.get(self.fields.summary)
-        if isinstance(summary, str) and summary:
-            state.summary = summary
+        state.fill_from_pending(pending.fields, self.fields)
         state.fill_from(_metadata(doc.get("metadata")), self.fields)
         if candidate.checkpoint_time is None:
             raise MalformedCheckpoint("the newest checkpoint has no time (checkpoint.ts)")

@@ -17,10 +17,13 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints import history
-from conversations.checkpoints.base import Candidate, Check, Conversation, Guard, Held, Layout, Unreadable, held_in
+from conversations.checkpoints.base import Candidate, Check, Conversation, Guard, Held, Layout, Unreadable
+from conversations.checkpoints.held import held_in
 from conversations.checkpoints.history import Snapshot
-from conversations.checkpoints.messages import check_storable, may_hold_nul, message_keys, parse_json, parse_state, parse_time
+from conversations.checkpoints.jsontext import may_hold_nul, parse_json
+from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import decode, ttl_seconds
+from conversations.checkpoints.state import check_storable, message_keys, parse_state
 from conversations.exceptions import MalformedCheckpoint
 
 DELETE_IF_UNCHANGED = """

@@ -24,14 +24,9 @@ from typing import Any
 
 import ormsgpack
 
-from conversations.checkpoints.messages import (
-    START_CHANNEL,
-    Message,
-    may_hold_nul,
-    parse_json,
-    parse_message,
-    unapplied,
-)
+from conversations.checkpoints.jsontext import may_hold_nul, parse_json
+from conversations.checkpoints.messages import Message, parse_message, unapplied
+from conversations.checkpoints.state import START_CHANNEL
 from conversations.exceptions import MalformedCheckpoint
 
 # LangGraph's msgpack extension codes whose payload is [module, class, fields, ...]: the
