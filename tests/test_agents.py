@@ -192,7 +192,7 @@ def test_the_delete_guard_keeps_what_a_blind_reader_missed(stack, saver_python, 
     """A reader disabled on purpose stands for any layout the archiver does not understand:
     the guard, reading the keys again on its own, finds messages without a committed row,
     keeps every key of the thread and says so; a run that reads them all completes the work."""
-    from conversations.checkpoints import indexed
+    from conversations.checkpoints import documents, indexed, threads
     from conversations.checkpoints.saver import SaverLayout
     from conversations.checkpoints.writes import Pending
 
@@ -201,9 +201,10 @@ def test_the_delete_guard_keeps_what_a_blind_reader_missed(stack, saver_python, 
     keys_before = sorted(k for k in stack.scan_iter(count=1000) if thread.encode() in k)
     if blind == "is_document":
         real = SaverLayout.is_document
-        monkeypatch.setattr(SaverLayout, "is_document", lambda self, t, key, f: real(self, t, key, f) and indexed.root_ns(f.get("checkpoint_ns")) == "")
-    else:
+        monkeypatch.setattr(SaverLayout, "is_document", lambda self, t, key, f: real(self, t, key, f) and threads.root_ns(f.get("checkpoint_ns")) == "")
+    else:  # the root's pending writes are read with the newest checkpoint, the subgraphs' after
         monkeypatch.setattr(indexed, "read_pending", lambda *args: Pending())
+        monkeypatch.setattr(documents, "read_pending", lambda *args: Pending())
 
     blinded = run_archive(Options.from_settings(now=timezone.now() + timedelta(hours=48)))
 

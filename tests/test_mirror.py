@@ -311,12 +311,12 @@ def test_a_real_bot_mirrored_between_its_turns_then_archived(stack, saver_python
     mirror has it. Each run after the first reads only the checkpoints written since the
     previous one (no margin here: the bot's turns are a second apart)."""
     from conversations import live
-    from conversations.checkpoints import indexed
+    from conversations.checkpoints import documents
 
     monkeypatch.setattr(live, "READ_MARGIN", timedelta(0))
-    real_since = indexed._since
+    real_since = documents._since
     skipped: list[int] = []
-    monkeypatch.setattr(indexed, "_since", lambda timed, since: skipped.append(len(timed) - len(kept := real_since(timed, since))) or kept)
+    monkeypatch.setattr(documents, "_since", lambda timed, since: skipped.append(len(timed) - len(kept := real_since(timed, since))) or kept)
     conversation_id = f"conv-live-{saver}-{scenario}"
     views: list[list[dict[str, Any]]] = []
     with subprocess.Popen(

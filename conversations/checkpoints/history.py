@@ -123,7 +123,7 @@ class _Step:
         if self.where is None:
             self.where = {k: i for i, k in enumerate(self.keys)}
         position = self.where[key]
-        return self.live.items[position] if self.live else Ref(self.snapshot, position, _id_of(key))
+        return self.live.items[position] if self.live else Ref(self.snapshot, position, id_of(key))
 
 
 def plan(snapshots: Iterable[Snapshot], lives: dict[str, Live]) -> list[Planned]:
@@ -187,7 +187,8 @@ def plan(snapshots: Iterable[Snapshot], lives: dict[str, Live]) -> list[Planned]
     return planned
 
 
-def _id_of(key: str) -> str | None:
+def id_of(key: str) -> str | None:
+    """The message id within a message identity (message_keys), if it has one."""
     return key[3:] if key.startswith("id:") else None
 
 

@@ -230,3 +230,38 @@ def search_threads(client: redis.Redis, index: str, threads: list[str]) -> list[
     """
     found = search_many(client, index, [thread_query(t) for t in threads], DOCUMENT_FIELDS)
     return [None if f is None else [(key, fields) for key, fields in f if fields.get("thread_id") == t] for t, f in zip(threads, found)]
+
+
+def members(reply: Any) -> list[Any]:
+    """A ZRANGE's members; none when the command failed."""
+    return reply if isinstance(reply, list) else []
+
+
+def only(matches: list[Any] | None) -> str:
+    """The one match of a path that names a string field, as text ("" when there is none)."""
+    return matches[0] if matches and isinstance(matches[0], str) else ""
+
+
+def mget_matches(reply: Any, n: int) -> list[Any] | None:
+    """The matches of a JSON.MGET's path in its `n`-th key; None for a key that is gone (and
+    for every key if the command failed)."""
+    if not isinstance(reply, list) or reply[n] is None:
+        return None
+    matches = orjson.loads(reply[n])
+    return matches if isinstance(matches, list) else None
+
+
+def runs(indexes: list[int]) -> list[tuple[int, int]]:
+    """Sorted positions as half-open runs [a, b): the slices of an array one JSON.GET asks for."""
+    found: list[tuple[int, int]] = []
+    for i in indexes:
+        if found and found[-1][1] == i:
+            found[-1] = (found[-1][0], i + 1)
+        else:
+            found.append((i, i + 1))
+    return found
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    """`items` in lists of `size`: one pipeline each, so that a batch's replies are never all held at once."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

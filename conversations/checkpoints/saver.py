@@ -20,23 +20,21 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
-from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
+from conversations.checkpoints.deleting import delete_script
+from conversations.checkpoints.indexed import IndexedLayout
 from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import Found, decode, first, json_paths, ttl_seconds
+from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
 # Deletes the thread's keys only if its newest checkpoint and that checkpoint's pending
 # writes are what we archived. KEYS[1] pointer, KEYS[2] write zset, then everything else.
-DELETE_IF_UNCHANGED = """
+DELETE_IF_UNCHANGED = delete_script("""
 local pointer = redis.call('GET', KEYS[1])
 if not pointer then return -1 end
 if pointer ~= ARGV[1] then return 0 end
 if redis.call('ZCARD', KEYS[2]) ~= tonumber(ARGV[2]) then return 0 end
-for i = 1, #KEYS, %d do
-    redis.call('UNLINK', unpack(KEYS, i, math.min(i + %d - 1, #KEYS)))
-end
-return 1
-""" % (UNLINK_CHUNK, UNLINK_CHUNK)
+""")
 
 
 class SaverLayout(IndexedLayout):

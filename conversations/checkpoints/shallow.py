@@ -24,24 +24,22 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
-from conversations.checkpoints.indexed import EMPTY_NS, UNLINK_CHUNK, IndexedLayout, root_ns
+from conversations.checkpoints.deleting import delete_script
+from conversations.checkpoints.indexed import IndexedLayout
 from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import Found, first, json_paths, ttl_seconds
+from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
 # KEYS[1] the document, KEYS[2..5] the four root registries, then everything else.
-DELETE_IF_UNCHANGED = """
+DELETE_IF_UNCHANGED = delete_script("""
 local current = redis.call('JSON.GET', KEYS[1], '$.checkpoint.id')
 if not current then return -1 end
 if current ~= ARGV[1] then return 0 end
 local registered = 0
 for i = 2, 5 do registered = registered + redis.call('ZCARD', KEYS[i]) end
 if registered ~= tonumber(ARGV[2]) then return 0 end
-for i = 1, #KEYS, %d do
-    redis.call('UNLINK', unpack(KEYS, i, math.min(i + %d - 1, #KEYS)))
-end
-return 1
-""" % (UNLINK_CHUNK, UNLINK_CHUNK)
+""")
 
 
 class ShallowLayout(IndexedLayout):
