@@ -98,13 +98,14 @@ class Unreadable:
 
     key: str
     error: str
-    source: str = ""
+    source: str  # the name of the layout that read it, always given where it is made
     redis_type: str = ""
     raw_value: bytes = b""
     quarantine: bool = True  # keep its raw value; False for conditions worth a warning but nothing to keep
 
 
-def broken_with_value(client: redis.Redis, key: str, error: str, source: str = "") -> Unreadable:
+def broken_with_value(client: redis.Redis, key: str, error: str, source: str) -> Unreadable:
+    """An Unreadable with the key's raw value as it is now (`source`: the layout's name)."""
     kind, value = raw_value(client, key)
     return Unreadable(key=key, error=error, source=source, redis_type=kind, raw_value=value)
 

@@ -59,7 +59,15 @@ class PlainLayout(Layout):
                 continue
             if isinstance(raw, Exception):
                 kind = decode(client.type(key)) or "none"
-                broken.append(Unreadable(key=key, error=f"a {kind} where a JSON string was expected", redis_type=kind, raw_value=client.dump(key) or b""))
+                broken.append(
+                    Unreadable(
+                        key=key,
+                        error=f"a {kind} where a JSON string was expected",
+                        source=self.name,
+                        redis_type=kind,
+                        raw_value=client.dump(key) or b"",
+                    )
+                )
                 continue
             rest = key[len(self.prefix):]
             conversation_id, _, ns = rest.rpartition(":") if ":" in rest else (rest, "", "")
@@ -67,7 +75,7 @@ class PlainLayout(Layout):
                 checkpoint = _checkpoint(parse_json(raw, "the value"))
                 checkpoint_time = _time_of(checkpoint, self.fields.messages)
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(Unreadable(key=key, error=str(exc), redis_type="string", raw_value=raw))
+                broken.append(Unreadable(key=key, error=str(exc), source=self.name, redis_type="string", raw_value=raw))
                 continue
             candidates.append(
                 Candidate(
@@ -90,7 +98,7 @@ class PlainLayout(Layout):
             try:
                 conversations.append(self._conversation(candidate, raw, checkpoint))
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(Unreadable(key=candidate.key, error=str(exc), redis_type="string", raw_value=raw))
+                broken.append(Unreadable(key=candidate.key, error=str(exc), source=self.name, redis_type="string", raw_value=raw))
         return conversations, broken
 
     def _conversation(self, candidate: Candidate, raw: bytes, checkpoint: dict[str, Any]) -> Conversation:

@@ -73,7 +73,7 @@ class SaverLayout(IndexedLayout):
             thread = self.thread_of(key)
             target = decode(value) if not isinstance(value, Exception) else None
             if target is None or not target.startswith(f"{self.checkpoint}:{thread}:{EMPTY_NS}:"):
-                broken.append(broken_with_value(client, key, "the checkpoint_latest pointer does not name a checkpoint of its thread"))
+                broken.append(broken_with_value(client, key, "the checkpoint_latest pointer does not name a checkpoint of its thread", self.name))
                 continue
             pointed.append((key, thread, target, pttl))
 
@@ -90,14 +90,14 @@ class SaverLayout(IndexedLayout):
                 if paths is None:
                     if isinstance(reply, Exception):
                         raise MalformedCheckpoint(f"the newest checkpoint is not a JSON document ({reply})")
-                    broken.append(Unreadable(key=key, error=f"points to {target}, which no longer exists", quarantine=False))
+                    broken.append(Unreadable(key=key, error=f"points to {target}, which no longer exists", source=self.name, quarantine=False))
                     continue
                 stamp = first(paths, "$.checkpoint.ts", "$.checkpoint_ts")
                 if stamp is None:
                     raise MalformedCheckpoint("the newest checkpoint has no time (checkpoint.ts)")
                 checkpoint_time = parse_time(stamp)
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(broken_with_value(client, target, str(exc)))
+                broken.append(broken_with_value(client, target, str(exc), self.name))
                 continue
             candidates.append(
                 Candidate(

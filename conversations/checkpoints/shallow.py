@@ -82,7 +82,7 @@ class ShallowLayout(IndexedLayout):
                 if not isinstance(checkpoint_id, str) or not checkpoint_id:
                     raise MalformedCheckpoint("the checkpoint has no id")
             except (MalformedCheckpoint, ValueError) as exc:
-                broken.append(broken_with_value(client, key, str(exc)))
+                broken.append(broken_with_value(client, key, str(exc), self.name))
                 continue
             candidates.append(
                 Candidate(
