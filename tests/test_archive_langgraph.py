@@ -385,3 +385,25 @@ def test_a_subgraph_checkpoint_written_during_the_run_defers_the_thread(stack_re
     second = archive()
     assert (second.archived, second.errors) == (1, 0)
     assert archived(THREAD) == expected and remaining_keys(stack_redis) == []
+
+
+def test_the_shallow_savers_own_prefixes_are_the_settings(stack_redis, settings):
+    """The shallow savers' write registry and current-checkpoint tracker under prefixes of the
+    settings, not the savers' defaults. The saver cannot be told these two prefixes, so its
+    registry is renamed as such a deployment would have it, and a tracker (which older shallow
+    savers leave) is made by hand: the pending turn is read through the registry, and every
+    key of the thread goes."""
+    url = stack_url(stack_redis)
+    expected = lgwriter.write_conversation(url, THREAD, ["hola"], saver="shallow", pending=True)
+    registries = list(stack_redis.scan_iter(match="write_registry:*", count=1000))
+    assert registries and all(stack_redis.zcard(k) for k in registries)  # the pending turn's writes
+    for key in registries:
+        stack_redis.rename(key, b"bot-registry" + key[len(b"write_registry"):])
+    stack_redis.set(f"bot-current:{THREAD}:__empty__:shallow", f"checkpoint:{THREAD}:")
+    settings.ARCHIVER = {**settings.ARCHIVER, "WRITE_REGISTRY_PREFIX": "bot-registry", "CURRENT_CHECKPOINT_PREFIX": "bot-current"}
+
+    report = archive()
+
+    assert (report.errors, report.archived) == (0, 1), report.error_messages
+    assert archived(THREAD) == expected
+    assert remaining_keys(stack_redis) == []

@@ -6,13 +6,14 @@
     current_checkpoint:{thread}:{ns}:shallow        the saver's tracker
     checkpoint_write:{thread}:{ns}:{cid}:{task}:{idx}  JSON: one pending write
 
-Root documents are the keys that end with ':' (an empty raw namespace); the full saver's
-checkpoint keys always end with a checkpoint id, so the two never match the same pattern.
-The registries' namespace is `__empty__` for the root from 0.3.6 on, and empty before
-(`write_registry:{thread}::shallow`): both are read. Since 0.3.6 a registry also keeps the
-writes of earlier checkpoints, so only those of the current checkpoint are read. A shallow
-saver keeps one checkpoint per namespace: an interrupted subgraph's document is the only
-history there is.
+Each prefix is a setting (the shallow savers' own two: WRITE_REGISTRY_PREFIX and
+CURRENT_CHECKPOINT_PREFIX), read when the layout is made. Root documents are the keys that end
+with ':' (an empty raw namespace); the full saver's checkpoint keys always end with a
+checkpoint id, so the two never match the same pattern. The registries' namespace is
+`__empty__` for the root from 0.3.6 on, and empty before (`write_registry:{thread}::shallow`):
+both are read. Since 0.3.6 a registry also keeps the writes of earlier checkpoints, so only
+those of the current checkpoint are read. A shallow saver keeps one checkpoint per namespace:
+an interrupted subgraph's document is the only history there is.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class ShallowLayout(IndexedLayout):
     def __init__(self) -> None:
         super().__init__()
         self.zset = conf.write_keys_zset_prefix()
+        self.registry = conf.write_registry_prefix()
+        self.tracker = conf.current_checkpoint_prefix()
 
     def scan_pattern(self) -> str:
         return f"{self.checkpoint}:*:"
 
     def registries(self, thread: str, ns: str = EMPTY_NS) -> list[str]:
-        names = [f"write_registry:{thread}:{ns}:shallow", f"{self.zset}:{thread}:{ns}:shallow"]
+        names = [f"{self.registry}:{thread}:{ns}:shallow", f"{self.zset}:{thread}:{ns}:shallow"]
         if ns == EMPTY_NS:  # before 0.3.6 the root's namespace segment was empty
-            names += [f"write_registry:{thread}::shallow", f"{self.zset}:{thread}::shallow"]
+            names += [f"{self.registry}:{thread}::shallow", f"{self.zset}:{thread}::shallow"]
         return names
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
@@ -128,7 +131,7 @@ class ShallowLayout(IndexedLayout):
             if key.startswith(prefix):
                 ns = key[len(prefix):] or EMPTY_NS
                 keys.update(self.registries(thread, ns))
-                keys.add(f"current_checkpoint:{thread}:{ns}:shallow")
+                keys.add(f"{self.tracker}:{thread}:{ns}:shallow")
         return first + sorted(keys - set(first))
 
     def written_since_read(self, conversation: Conversation, documents: Found, writes: Found) -> bool:
