@@ -65,8 +65,15 @@ class IndexedLayout(Layout):
 
     def __init__(self) -> None:
         super().__init__()
+        # The savers' key prefixes: documents, pending writes and the zsets that register them,
+        # the full savers' pointers to their newest checkpoints, and the shallow savers' own
+        # registry of pending writes and tracker.
         self.checkpoint = conf.checkpoint_prefix()
         self.write = conf.checkpoint_write_prefix()
+        self.zset = conf.write_keys_zset_prefix()
+        self.latest = conf.checkpoint_latest_prefix()
+        self.registry = conf.write_registry_prefix()
+        self.tracker = conf.current_checkpoint_prefix()
         self.messages_path = f"$.checkpoint.channel_values.{self.fields.messages}"
         self._indexes: dict[str, str] = {}
 

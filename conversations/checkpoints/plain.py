@@ -22,7 +22,7 @@ from conversations.checkpoints.held import held_in
 from conversations.checkpoints.history import Snapshot
 from conversations.checkpoints.jsontext import may_hold_nul, parse_json
 from conversations.checkpoints.messages import parse_time
-from conversations.checkpoints.redisjson import decode, ttl_seconds
+from conversations.checkpoints.redisjson import decode, read_with_pttl, ttl_seconds
 from conversations.checkpoints.state import check_storable, message_keys, parse_state
 from conversations.exceptions import MalformedCheckpoint
 
@@ -47,14 +47,8 @@ class PlainLayout(Layout):
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
         # The value is one small document: read it now, as the age is inside it.
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.pttl(key)
-        replies = pipe.execute(raise_on_error=False)
         candidates, broken = [], []
-        for i, key in enumerate(keys):
-            raw, pttl = replies[2 * i], replies[2 * i + 1]
+        for key, raw, pttl in read_with_pttl(client, keys, "GET"):
             if raw is None:
                 continue
             if isinstance(raw, Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -39,6 +39,17 @@ def ttl_seconds(pttl: Any) -> float | None:
     if isinstance(pttl, int) and pttl >= 0:
         return pttl / 1000
     return None
+
+
+def read_with_pttl(client: redis.Redis, keys: list[str], command: str, *args: str) -> list[tuple[str, Any, Any]]:
+    """Each key with its answer to `command` (GET, or JSON.GET of the paths `args`) and its
+    PTTL, all in one pipeline; an error is the answer, not raised."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.execute_command(command, key, *args)
+        pipe.pttl(key)
+    replies = pipe.execute(raise_on_error=False)
+    return [(key, replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(keys)]
 
 
 def json_paths(raw: Any, paths: tuple[str, ...] | list[str] = ()) -> dict[str, list[Any]] | None:
@@ -127,30 +138,7 @@ def search_many(client: redis.Redis, index: str, queries: list[str], fields: tup
     def page(target: Any, query: str, offset: int) -> Any:
         return target.execute_command("FT.SEARCH", index, query, *shape, "LIMIT", offset, SEARCH_PAGE, "DIALECT", 2)
 
-    pipe = client.pipeline(transaction=False)
-    for query in queries:
-        page(pipe, query, 0)
-    replies = pipe.execute(raise_on_error=False)
-    results: list[Found | None] = []
-    for query, reply in zip(queries, replies):
-        if isinstance(reply, redis.ResponseError):
-            if "no such index" in str(reply).lower():
-                raise ArchiverError(
-                    f"Redis has no search index {index!r}, which langgraph-checkpoint-redis creates in its "
-                    "setup(); check REDIS_URL and the ARCHIVER key prefixes."
-                ) from None
-            results.append(None)
-            continue
-        total, found = _search_page(reply)
-        offset = SEARCH_PAGE
-        while offset < total:
-            total, more = _search_page(page(client, query, offset))
-            found += more
-            offset += SEARCH_PAGE
-            if not more:
-                break
-        results.append(found)
-    return results
+    return _searched(client, index, queries, page, _search_page, SEARCH_PAGE)
 
 
 JsonFound = list[tuple[str, dict[str, list[Any]]]]  # (key, {name: the matches of its path})
@@ -175,10 +163,27 @@ def search_json(
     def ask(target: Any, query: str, offset: int) -> Any:
         return target.execute_command("FT.SEARCH", index, query, *shape, "LIMIT", offset, page, "DIALECT", 3)
 
+    return _searched(client, index, queries, ask, lambda reply: _json_page(reply, convert or {}), page)
+
+
+Match = TypeVar("Match")
+
+
+def _searched(
+    client: redis.Redis,
+    index: str,
+    queries: list[str],
+    ask: Callable[[Any, str, int], Any],
+    read: Callable[[Any], tuple[int, list[Match]]],
+    size: int,
+) -> list[list[Match] | None]:
+    """Each query's matches, `ask`ed a page of `size` at a time (on a pipeline or the client)
+    and `read` from each reply: the first pages in one pipeline, the rare longer results paged
+    one by one; None for a query the index refuses, and ArchiverError when there is no index."""
     pipe = client.pipeline(transaction=False)
     for query in queries:
         ask(pipe, query, 0)
-    results: list[JsonFound | None] = []
+    results: list[list[Match] | None] = []
     for query, reply in zip(queries, pipe.execute(raise_on_error=False)):
         if isinstance(reply, redis.ResponseError):
             if "no such index" in str(reply).lower():
@@ -188,12 +193,12 @@ def search_json(
                 ) from None
             results.append(None)
             continue
-        total, found = _json_page(reply, convert or {})
-        offset = page
+        total, found = read(reply)
+        offset = size
         while offset < total:
-            total, more = _json_page(ask(client, query, offset), convert or {})
+            total, more = read(ask(client, query, offset))
             found += more
-            offset += page
+            offset += size
             if not more:
                 break
         results.append(found)

@@ -18,12 +18,11 @@ from typing import Any
 
 import redis
 
-from conversations import conf
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.deleting import delete_script
 from conversations.checkpoints.indexed import IndexedLayout
 from conversations.checkpoints.messages import parse_time
-from conversations.checkpoints.redisjson import Found, decode, first, json_paths, ttl_seconds
+from conversations.checkpoints.redisjson import Found, decode, first, json_paths, read_with_pttl, ttl_seconds
 from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
@@ -41,11 +40,6 @@ class SaverLayout(IndexedLayout):
     name = "redis"
     delete_script = DELETE_IF_UNCHANGED
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.latest = conf.checkpoint_latest_prefix()
-        self.zset = conf.write_keys_zset_prefix()
-
     def scan_pattern(self) -> str:
         return f"{self.latest}:*:{EMPTY_NS}"
 
@@ -58,16 +52,9 @@ class SaverLayout(IndexedLayout):
     # -- probe -------------------------------------------------------------------------
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(key)
-            pipe.pttl(key)
-        replies = pipe.execute(raise_on_error=False)
-
         pointed: list[tuple[str, str, str, Any]] = []
         broken: list[Unreadable] = []
-        for i, key in enumerate(keys):
-            value, pttl = replies[2 * i], replies[2 * i + 1]
+        for key, value, pttl in read_with_pttl(client, keys, "GET"):
             if value is None:
                 continue  # removed since the scan saw it
             thread = self.thread_of(key)

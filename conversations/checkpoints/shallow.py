@@ -23,12 +23,11 @@ from typing import Any
 
 import redis
 
-from conversations import conf
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.deleting import delete_script
 from conversations.checkpoints.indexed import IndexedLayout
 from conversations.checkpoints.messages import parse_time
-from conversations.checkpoints.redisjson import Found, first, json_paths, ttl_seconds
+from conversations.checkpoints.redisjson import Found, first, json_paths, read_with_pttl, ttl_seconds
 from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
@@ -47,12 +46,6 @@ class ShallowLayout(IndexedLayout):
     name = "shallow"
     delete_script = DELETE_IF_UNCHANGED
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.zset = conf.write_keys_zset_prefix()
-        self.registry = conf.write_registry_prefix()
-        self.tracker = conf.current_checkpoint_prefix()
-
     def scan_pattern(self) -> str:
         return f"{self.checkpoint}:*:"
 
@@ -63,14 +56,8 @@ class ShallowLayout(IndexedLayout):
         return names
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.execute_command("JSON.GET", key, "$.checkpoint.ts", "$.checkpoint_ts", "$.checkpoint.id")
-            pipe.pttl(key)
-        replies = pipe.execute(raise_on_error=False)
         candidates, broken = [], []
-        for i, key in enumerate(keys):
-            reply, pttl = replies[2 * i], replies[2 * i + 1]
+        for key, reply, pttl in read_with_pttl(client, keys, "JSON.GET", "$.checkpoint.ts", "$.checkpoint_ts", "$.checkpoint.id"):
             try:
                 if isinstance(reply, Exception):
                     raise MalformedCheckpoint(f"not a JSON document ({reply})")
