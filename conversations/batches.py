@@ -68,7 +68,7 @@ def read_batch(
     live: list[Candidate] = []
     for candidate in candidates:
         (due if is_due(candidate, opts) else live).append(candidate)
-    _mark(broken, layout)
+    _warn_skipped(broken)
     if not opts.dry_run:
         counts = _found(len(due) + sum(1 for b in broken if b.quarantine))
         # Left in Redis; without the mirror, what they hold is not archived.
@@ -79,7 +79,7 @@ def read_batch(
     live = changed(live, live_threads(layout, live))
     with redis_errors():
         conversations, unreadable = layout.load(client, due + live) if due or live else ([], [])
-    _mark(unreadable, layout)
+    _warn_skipped(unreadable)
     broken += unreadable
     mirroring = {c.key for c in live}
     archiving = [c for c in conversations if c.candidate.key not in mirroring]
@@ -99,9 +99,9 @@ def read_batch(
     return None, counts
 
 
-def _mark(broken: list[Unreadable], layout: Layout) -> None:
+def _warn_skipped(broken: list[Unreadable]) -> None:
+    """What is not worth quarantining is said once; the rest is quarantined by _quarantine."""
     for b in broken:
-        b.source = b.source or layout.name
         if not b.quarantine:
             logger.warning("Skipping %s: %s", b.key, b.error)
 
@@ -127,7 +127,7 @@ def store_batch(client: redis.Redis, batch: Batch, opts: Options, counts: Counts
         known, live = {}, []
     with redis_errors():
         conversations, unreadable = layout.load(client, batch.due + live) if batch.due or live else ([], [])
-    _mark(unreadable, layout)
+    _warn_skipped(unreadable)
     counts.add(_quarantine(batch.broken + unreadable, opts))
     committed: dict[str, set[str]] = {}
     first: dict[str, int] = {}

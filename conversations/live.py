@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.db import DatabaseError
@@ -54,11 +54,13 @@ def changed(live: list[Candidate], known: dict[str, storage.Mirrored]) -> list[C
     """The live conversations the bot wrote to since the mirror last copied them, each to be
     read from just before what was copied then."""
     moved = [c for c in live if c.key not in known or known[c.key].version != c.version]
-    for candidate in moved:
-        mirrored = known.get(candidate.key)
-        if mirrored is not None and mirrored.checkpoint_time is not None:
-            candidate.read_since = mirrored.checkpoint_time - READ_MARGIN
-    return moved
+    return [_read_since(c, known.get(c.key)) for c in moved]
+
+
+def _read_since(candidate: Candidate, mirrored: storage.Mirrored | None) -> Candidate:
+    if mirrored is None or mirrored.checkpoint_time is None:
+        return candidate
+    return replace(candidate, read_since=mirrored.checkpoint_time - READ_MARGIN)
 
 
 def live_threads(layout: Layout, candidates: list[Candidate]) -> dict[str, storage.Mirrored]:
