@@ -39,7 +39,8 @@ class _Pipeline(redis.client.Pipeline):
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, scripts = self.command_stack, self.scripts
-        if self.transaction or self.explicit_transaction or len(stack) <= PIPELINE_CHUNK:
+        # Pipeline's `transaction` is a flag (the stubs see Redis.transaction(), a method).
+        if self.transaction or self.explicit_transaction or len(stack) <= PIPELINE_CHUNK:  # type: ignore[truthy-function]
             return super().execute(raise_on_error)
         replies: list[Any] = []
         try:

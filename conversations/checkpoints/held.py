@@ -32,7 +32,7 @@ def held_in(value: Any, held: Held) -> None:
             continue
         fields = item.get("kwargs") if item.get("lc") == 1 else item
         message_id = fields.get("id") if isinstance(fields, dict) else None
-        if isinstance(message_id, str) and message_id:
+        if isinstance(fields, dict) and isinstance(message_id, str) and message_id:
             if fields.get("type") != REMOVE:
                 held.ids.add(message_id)  # the id is all that counts: no need to read the rest
             continue

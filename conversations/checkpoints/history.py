@@ -23,7 +23,7 @@ The rules (README and docs/operations.md say them too):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,13 +68,13 @@ class Live:
     keys: list[str]
 
     @classmethod
-    def of(cls, newest: Snapshot, current: list[Item], pending: list[Message], scope: str) -> Live:
+    def of(cls, newest: Snapshot, current: Sequence[Item], pending: list[Message], scope: str) -> Live:
         """`current`: the newest checkpoint's messages (bodies or refs); `pending`: the writes."""
-        items = merge_messages(current, pending)  # type: ignore[arg-type]
+        items = merge_messages(current, pending)
         return cls(newest, items, live_keys(items, scope))
 
 
-def live_keys(items: list[Item], scope: str) -> list[str]:
+def live_keys(items: Sequence[Item], scope: str) -> list[str]:
     """Each item's identity: a ref's is its snapshot's; a message's is computed as for a state
     (message_keys), over the messages of the list only."""
     messages = [i for i in items if isinstance(i, Message)]

@@ -112,8 +112,9 @@ def _from_lc_envelope(raw: dict[str, Any], index: int) -> tuple[str, dict[str, A
     if not isinstance(class_name, str) or class_name not in LC_CLASSES or path[0] != "langchain":
         raise MalformedCheckpoint(f"message {index} names {'.'.join(map(str, path))!r}, which is not a LangChain message")
     role = LC_CLASSES[class_name]
-    if role == "chat" and isinstance(kwargs.get("role"), str):
-        role = ROLE_ALIASES.get(kwargs["role"], kwargs["role"])
+    chat_role = kwargs.get("role")
+    if role == "chat" and isinstance(chat_role, str):
+        role = ROLE_ALIASES.get(chat_role, chat_role)
     return _checked_role(role, index), kwargs
 
 

@@ -145,10 +145,10 @@ def _checkpoint(doc: Any) -> dict[str, Any]:
     """The checkpoint object of a plain value, whichever of the accepted shapes it has."""
     if not isinstance(doc, dict):
         raise MalformedCheckpoint(f"the value is a JSON {type(doc).__name__}, not an object")
-    if isinstance(doc.get("checkpoint"), dict):
-        return doc["checkpoint"]
-    if isinstance(doc.get("data"), dict):
-        return doc["data"]
+    for name in ("checkpoint", "data"):
+        inner = doc.get(name)
+        if isinstance(inner, dict):
+            return inner
     return doc
 
 

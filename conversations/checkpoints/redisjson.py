@@ -76,7 +76,8 @@ def raw_value(client: redis.Redis, key: str) -> tuple[str, bytes]:
     """A key's type and its value as bytes, for quarantine: GET, JSON.GET, or DUMP for the rest."""
     kind = decode(client.type(key)) or "none"
     if kind == "string":
-        return kind, client.get(key) or b""
+        value = client.get(key)
+        return kind, encode(value) if isinstance(value, str) else value or b""  # bytes: the client decodes nothing
     if kind == "ReJSON-RL":
         return kind, client.execute_command("JSON.GET", key) or b""
     return kind, client.dump(key) or b""

@@ -91,7 +91,7 @@ class ShallowLayout(IndexedLayout):
     # -- load (indexed.py) -------------------------------------------------------------
 
     def newest_id(self, candidate: Candidate) -> str:
-        return candidate.value  # the probe read it
+        return str(candidate.value)  # the probe read it
 
     def root_registries(self, candidate: Candidate, checkpoint_id: str) -> list[str]:
         return self.registries(candidate.thread_id)

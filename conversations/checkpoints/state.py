@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from conversations.checkpoints.messages import (
     PROVISIONAL_PREFIX,
@@ -174,10 +174,20 @@ def message_keys(messages: list[Message], scope: str) -> list[str]:
     return keys
 
 
-def merge_messages(current: list[Message], pending: list[Message]) -> list[Message]:
+class Identified(Protocol):
+    """What merging needs of a message: its id (a message whose body is not read has one too)."""
+
+    @property
+    def message_id(self) -> str | None: ...
+
+
+Merged = TypeVar("Merged", bound=Identified)
+
+
+def merge_messages(current: Sequence[Merged], pending: list[Message]) -> list[Merged | Message]:
     """Apply pending writes like LangGraph's add_messages: a known id replaces, a RemoveMessage
     removes its id (REMOVE_ALL everything before it), anything else appends."""
-    merged = list(current)
+    merged: list[Merged | Message] = list(current)
     for message in pending:
         if message.role == REMOVE:
             if message.message_id == REMOVE_ALL:

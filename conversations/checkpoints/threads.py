@@ -25,7 +25,7 @@ EMPTY_NS = "__empty__"  # how langgraph-checkpoint-redis spells the root namespa
 def root_ns(ns: str | None) -> str:
     """The namespace as the archive keeps it: "" for the root, which the savers spell
     `__empty__` (the async shallow saver "" in its fields)."""
-    return "" if ns in (None, "", EMPTY_NS) else ns
+    return "" if ns is None or ns in ("", EMPTY_NS) else ns
 
 
 @dataclass
