@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -34,17 +35,20 @@ from conversations.checkpoints.documents import read_history, read_subgraph_writ
 from conversations.checkpoints.held import held_in
 from conversations.checkpoints.history import Snapshot
 from conversations.checkpoints.jsontext import may_hold_nul
+from conversations.checkpoints.messages import parse_time
 from conversations.checkpoints.redisjson import (
     Found,
     JsonFound,
     decode,
     escape_tag,
+    first,
     index_name,
     members,
     only,
     search_json,
     search_threads,
     thread_query,
+    ttl_seconds,
 )
 from conversations.checkpoints.state import fields_of, message_keys, parse_state
 from conversations.checkpoints.threads import Document, Thread, metadata_of, newest_document, root_ns
@@ -55,6 +59,18 @@ logger = logging.getLogger(__name__)
 
 # Documents one FT.SEARCH command lists (with their namespace, id and time).
 HISTORY_PAGE = 500
+
+
+# Where a checkpoint document keeps its time: the savers' own field, and the older spelling.
+TIME_PATHS = ("$.checkpoint.ts", "$.checkpoint_ts")
+
+
+def checkpoint_time(paths: dict[str, list[Any]], what: str) -> datetime:
+    """The time of the checkpoint `paths` were read from (with TIME_PATHS among them)."""
+    stamp = first(paths, *TIME_PATHS)
+    if stamp is None:
+        raise MalformedCheckpoint(f"{what} has no time (checkpoint.ts)")
+    return parse_time(stamp)
 
 
 class IndexedLayout(Layout):
@@ -76,6 +92,15 @@ class IndexedLayout(Layout):
         self.tracker = conf.current_checkpoint_prefix()
         self.messages_path = f"$.checkpoint.channel_values.{self.fields.messages}"
         self._indexes: dict[str, str] = {}
+
+    def root_candidate(
+        self, key: str, thread: str, checkpoint_key: str, written_at: datetime, pttl: Any, *, version: str, value: Any = None
+    ) -> Candidate:
+        """A conversation the probe found by its root namespace's newest checkpoint."""
+        return Candidate(
+            key=key, thread_id=thread, checkpoint_ns="", checkpoint_key=checkpoint_key, checkpoint_time=written_at,
+            ttl_seconds=ttl_seconds(pttl), value=value, version=version,
+        )
 
     @property
     def history_fields(self) -> tuple[tuple[str, str], ...]:

@@ -20,9 +20,8 @@ import redis
 
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.deleting import delete_script
-from conversations.checkpoints.indexed import IndexedLayout
-from conversations.checkpoints.messages import parse_time
-from conversations.checkpoints.redisjson import Found, decode, first, json_paths, read_with_pttl, ttl_seconds
+from conversations.checkpoints.indexed import TIME_PATHS, IndexedLayout, checkpoint_time
+from conversations.checkpoints.redisjson import Found, decode, json_paths, read_with_pttl
 from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
@@ -66,7 +65,7 @@ class SaverLayout(IndexedLayout):
 
         pipe = client.pipeline(transaction=False)
         for _, thread, target, _ in pointed:
-            pipe.execute_command("JSON.GET", target, "$.checkpoint.ts", "$.checkpoint_ts")
+            pipe.execute_command("JSON.GET", target, *TIME_PATHS)
             pipe.zcard(self.zset_key(thread, target.rpartition(":")[2]))
         replies = pipe.execute(raise_on_error=False)
 
@@ -79,24 +78,12 @@ class SaverLayout(IndexedLayout):
                         raise MalformedCheckpoint(f"the newest checkpoint is not a JSON document ({reply})")
                     broken.append(Unreadable(key=key, error=f"points to {target}, which no longer exists", source=self.name, quarantine=False))
                     continue
-                stamp = first(paths, "$.checkpoint.ts", "$.checkpoint_ts")
-                if stamp is None:
-                    raise MalformedCheckpoint("the newest checkpoint has no time (checkpoint.ts)")
-                checkpoint_time = parse_time(stamp)
+                newest_time = checkpoint_time(paths, "the newest checkpoint")
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(broken_with_value(client, target, str(exc), self.name))
                 continue
-            candidates.append(
-                Candidate(
-                    key=key,
-                    thread_id=thread,
-                    checkpoint_ns="",
-                    checkpoint_key=target,
-                    checkpoint_time=checkpoint_time,
-                    ttl_seconds=ttl_seconds(pttl),
-                    version=f"{target}|{writes}",  # the newest checkpoint, and its pending writes
-                )
-            )
+            # Its version: the newest checkpoint, and how many pending writes it has.
+            candidates.append(self.root_candidate(key, thread, target, newest_time, pttl, version=f"{target}|{writes}"))
         return candidates, broken
 
     # -- load (indexed.py) -------------------------------------------------------------

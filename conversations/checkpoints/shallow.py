@@ -25,9 +25,8 @@ import redis
 
 from conversations.checkpoints.base import Candidate, Conversation, Guard, Unreadable, broken_with_value
 from conversations.checkpoints.deleting import delete_script
-from conversations.checkpoints.indexed import IndexedLayout
-from conversations.checkpoints.messages import parse_time
-from conversations.checkpoints.redisjson import Found, first, json_paths, read_with_pttl, ttl_seconds
+from conversations.checkpoints.indexed import TIME_PATHS, IndexedLayout, checkpoint_time
+from conversations.checkpoints.redisjson import Found, first, json_paths, read_with_pttl
 from conversations.checkpoints.threads import EMPTY_NS, root_ns
 from conversations.exceptions import MalformedCheckpoint
 
@@ -57,35 +56,22 @@ class ShallowLayout(IndexedLayout):
 
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]:
         candidates, broken = [], []
-        for key, reply, pttl in read_with_pttl(client, keys, "JSON.GET", "$.checkpoint.ts", "$.checkpoint_ts", "$.checkpoint.id"):
+        for key, reply, pttl in read_with_pttl(client, keys, "JSON.GET", *TIME_PATHS, "$.checkpoint.id"):
             try:
                 if isinstance(reply, Exception):
                     raise MalformedCheckpoint(f"not a JSON document ({reply})")
                 paths = json_paths(reply)
                 if paths is None:
                     continue  # removed since the scan saw it
-                stamp = first(paths, "$.checkpoint.ts", "$.checkpoint_ts")
-                if stamp is None:
-                    raise MalformedCheckpoint("the checkpoint has no time (checkpoint.ts)")
-                checkpoint_time = parse_time(stamp)
+                written_at = checkpoint_time(paths, "the checkpoint")
                 checkpoint_id = first(paths, "$.checkpoint.id")
                 if not isinstance(checkpoint_id, str) or not checkpoint_id:
                     raise MalformedCheckpoint("the checkpoint has no id")
             except (MalformedCheckpoint, ValueError) as exc:
                 broken.append(broken_with_value(client, key, str(exc), self.name))
                 continue
-            candidates.append(
-                Candidate(
-                    key=key,
-                    thread_id=key[len(self.checkpoint) + 1 : -1],
-                    checkpoint_ns="",
-                    checkpoint_key=key,
-                    checkpoint_time=checkpoint_time,
-                    ttl_seconds=ttl_seconds(pttl),
-                    value=checkpoint_id,
-                    version=checkpoint_id,
-                )
-            )
+            thread = key[len(self.checkpoint) + 1 : -1]
+            candidates.append(self.root_candidate(key, thread, key, written_at, pttl, version=checkpoint_id, value=checkpoint_id))
         return candidates, broken
 
     # -- load (indexed.py) -------------------------------------------------------------
