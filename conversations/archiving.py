@@ -17,16 +17,14 @@ Safety design:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import redis
 from django.utils import timezone
 
 from conversations import conf
 from conversations.batches import read_batch
-from conversations.checkpoints import Layout, enabled_layouts
-from conversations.checkpoints.client import connect, redis_errors
-from conversations.checkpoints.redisjson import decode
+from conversations.checkpoints import enabled_layouts
+from conversations.checkpoints.client import connect
 from conversations.exceptions import ArchiverError, RunInProgress
 from conversations.health import health_document, write_health
 from conversations.live import tidy_live
@@ -51,7 +49,7 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
             writer = BatchWriter(client, opts, report)
             try:
                 for layout in enabled_layouts():
-                    for keys in scan_batches(client, layout, opts.batch_size):
+                    for keys in layout.scan(client, opts.batch_size):
                         batch, counts = read_batch(client, layout, keys, opts, progress)
                         report.add(counts)
                         if batch is not None:
@@ -88,22 +86,3 @@ def run_archive(opts: Options, progress: Callable[[str], None] | None = None) ->
         record_finish(run, report)  # after the health file, so the record counts its failure too
         write_metrics()
     return report
-
-
-def scan_batches(client: redis.Redis, layout: Layout, size: int) -> Iterator[list[str]]:
-    """The layout's keys, `size` at a time, by SCAN (never KEYS)."""
-    batch: list[str] = []
-    seen_in_batch: set[str] = set()
-    with redis_errors():
-        for raw in client.scan_iter(match=layout.scan_pattern(), count=conf.scan_count()):
-            key = decode(raw)
-            if key is None or key in seen_in_batch or not layout.accepts(key):
-                continue
-            batch.append(key)
-            seen_in_batch.add(key)
-            if len(batch) >= size:
-                yield batch
-                batch, seen_in_batch = [], set()
-        if batch:
-            yield batch
-

@@ -16,15 +16,14 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+import redis
 from django.db import connection
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from conversations import conf
-from conversations.archiving import scan_batches
-from conversations.checkpoints import enabled_layouts
+from conversations.checkpoints import Conversation, Layout, enabled_layouts
 from conversations.checkpoints.client import connect, redis_errors
 from conversations.exceptions import RetentionError
 from conversations.locking import ERASE, run_lock
@@ -95,7 +94,7 @@ def nothing_matched(customer_id: str) -> NothingMatched:
     return NothingMatched(message)
 
 
-def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any = None) -> ErasureReport:
+def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: redis.Redis | None = None) -> ErasureReport:
     """Remove every archived message of a customer (whole conversations, including their
     messages from before the customer was identified), their conversations still in Redis,
     and quarantined values that name them. Holds the run lock throughout (not for a dry run)."""
@@ -110,7 +109,7 @@ def erase_customer(customer_id: str, *, dry_run: bool = False, redis_client: Any
     return report
 
 
-def _erase(client: Any, customer_id: str, dry_run: bool, renew: Callable[[], None]) -> ErasureReport:
+def _erase(client: redis.Redis, customer_id: str, dry_run: bool, renew: Callable[[], None]) -> ErasureReport:
     report = ErasureReport(customer_id=customer_id, dry_run=dry_run)
 
     conversation_ids = set(
@@ -146,12 +145,12 @@ def _erase(client: Any, customer_id: str, dry_run: bool, renew: Callable[[], Non
 
 
 def _live_conversations_of(
-    client: Any, customer_id: str, layouts: list[Any], renew: Callable[[], None]
-) -> list[tuple[Any, Any]]:
+    client: redis.Redis, customer_id: str, layouts: list[Layout], renew: Callable[[], None]
+) -> list[tuple[Layout, Conversation]]:
     """Every conversation in Redis whose state names the customer, whatever its age."""
-    found = []
+    found: list[tuple[Layout, Conversation]] = []
     for layout in layouts:
-        for keys in scan_batches(client, layout, conf.batch_size()):
+        for keys in layout.scan(client, conf.batch_size()):
             candidates, _ = layout.probe(client, keys)
             conversations, _ = layout.load(client, candidates) if candidates else ([], [])
             found += [(layout, c) for c in conversations if c.state.customer_id == customer_id]

@@ -10,7 +10,7 @@ never with the number of conversations.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,9 +18,10 @@ from typing import Any
 import redis
 
 from conversations import conf
+from conversations.checkpoints.client import redis_errors
 from conversations.checkpoints.history import Entry
 from conversations.checkpoints.messages import Message
-from conversations.checkpoints.redisjson import raw_value
+from conversations.checkpoints.redisjson import decode, raw_value
 from conversations.checkpoints.state import State
 
 
@@ -127,6 +128,23 @@ class Layout(ABC):
     def accepts(self, key: str) -> bool:
         """Whether a key the scan matched really is one of this layout's conversations."""
         return True
+
+    def scan(self, client: redis.Redis, size: int) -> Iterator[list[str]]:
+        """This layout's conversation keys, `size` at a time, by SCAN (never KEYS)."""
+        batch: list[str] = []
+        seen_in_batch: set[str] = set()
+        with redis_errors():
+            for raw in client.scan_iter(match=self.scan_pattern(), count=conf.scan_count()):
+                key = decode(raw)
+                if key is None or key in seen_in_batch or not self.accepts(key):
+                    continue
+                batch.append(key)
+                seen_in_batch.add(key)
+                if len(batch) >= size:
+                    yield batch
+                    batch, seen_in_batch = [], set()
+            if batch:
+                yield batch
 
     @abstractmethod
     def probe(self, client: redis.Redis, keys: list[str]) -> tuple[list[Candidate], list[Unreadable]]: ...

@@ -9,7 +9,7 @@ raw value. A whole state's messages, and what becomes of them, are state.py's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -71,8 +71,7 @@ class Message:
 def unapplied(message: Message) -> Message:
     """Mark a message read from a write LangGraph has not applied yet (a run's input, a
     task's pending write): without an id, it is provisional, since add_messages gives it one."""
-    message.provisional = message.message_id is None
-    return message
+    return replace(message, provisional=message.message_id is None)
 
 
 def parse_message(raw: Any, index: int) -> Message:
