@@ -1,7 +1,7 @@
 """The live mirror's watermarks (LiveThread): what the mirror last copied of each live
 conversation, so the next run copies only what changed since.
 
-Safety design: watermarks are recorded only after the batch's rows committed (archiving.py);
+Safety design: watermarks are recorded only after the batch's rows committed (batches.py);
 if recording fails, nothing is lost: the next run reads those conversations again and stores
 nothing twice.
 """
