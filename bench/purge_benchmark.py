@@ -34,6 +34,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import archive_benchmark as bench  # noqa: E402  (the same seeding and machine description)
 
+from conversations import conf  # noqa: E402
 from harness.servers import redis_server  # noqa: E402
 
 ROOT = bench.ROOT
@@ -102,8 +103,13 @@ class Writer(threading.Thread):
     def run(self) -> None:
         client = redis.Redis.from_url(bench.REDIS_URL)
         rng = random.Random(7)
+        lock = conf.DEFAULTS["LOCK_KEY"].encode()
         while not self.stop.is_set():
-            client.flushdb()
+            # A fresh backlog each time; never FLUSHDB, which would delete the run lock the
+            # purge holds and stop it (as it should: the lock is how the two stay apart).
+            for key in client.scan_iter(count=1000):
+                if key != lock:
+                    client.unlink(key)
             bench.ensure_index(client)
             _, messages, _ = bench.seed(client, 2000, rng)
             began = time.perf_counter()
@@ -129,10 +135,12 @@ def measure(args: argparse.Namespace) -> None:
     writer.start()
     time.sleep(2)  # the writer is archiving before the purge starts
     began = time.perf_counter()
-    purge = subprocess.run([sys.executable, "manage.py", "purge_history", "--months", "6"], cwd=ROOT, env=env(), capture_output=True, text=True, check=True)
+    purge = subprocess.run([sys.executable, "manage.py", "purge_history", "--months", "6"], cwd=ROOT, env=env(), capture_output=True, text=True)
     purge_s = time.perf_counter() - began
     writer.stop.set()
     writer.join()
+    if purge.returncode != 0:
+        raise SystemExit(f"purge_history exited {purge.returncode}: {purge.stderr[-3000:]}")
     summary = purge.stdout.strip().splitlines()[-1]
     found = re.search(r"Deleted (\d+) messages.*; (\d+) delete transactions, the longest ([0-9.]+)s", summary)
     if not found:

@@ -17,5 +17,9 @@ class RunInProgress(ArchiverError):
     """Another archival run holds the lock."""
 
 
+class LockLost(ArchiverError):
+    """The run lock expired or was deleted while its holder worked; the holder stops."""
+
+
 class RetentionError(ArchiverError):
     """Retention cannot go ahead; the message says what to fix. Nothing was deleted."""

@@ -24,7 +24,7 @@ import redis
 
 from conversations import conf
 from conversations.checkpoints.client import redis_errors
-from conversations.exceptions import RedisUnavailable, RunInProgress
+from conversations.exceptions import LockLost, RedisUnavailable, RunInProgress
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,14 @@ def run_lock(client: redis.Redis, holder: str = ARCHIVE, *, skip: bool = False) 
             _wait(client, lock, holder, token)
 
     def renew() -> None:
-        with redis_errors():
-            lock.reacquire()
+        try:
+            with redis_errors():
+                lock.reacquire()
+        except redis.exceptions.LockNotOwnedError:
+            raise LockLost(
+                f"The run lock {conf.lock_key()!r} was lost while {DOING[holder]} held it (it expired, or something "
+                "deleted it); stopping. What is committed stays committed: run it again."
+            ) from None
 
     try:
         yield renew

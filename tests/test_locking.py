@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, Max, Min
 
-from conversations import conf, erasure
+from conversations import conf, erasure, retention
 from conversations.archiving import run_archive
 from conversations.models import ArchivedConversation, ConversationHistory
 from conversations.options import Options
@@ -151,3 +151,21 @@ def test_a_purge_with_redis_down_deletes_nothing(plain_redis, settings):
     with pytest.raises(CommandError, match=r"^Redis connection failed: redis://127.0.0.1:1/0"):
         call_command("purge_history", "--months", "6", stdout=StringIO())
     assert ConversationHistory.objects.count() == 2
+
+
+def test_a_purge_that_loses_the_lock_stops_with_one_line(plain_redis, monkeypatch):
+    """The lock can expire, or be deleted (a FLUSHDB by hand): the holder's next renewal stops
+    it with a line a person can act on, not a traceback, and what it committed stays."""
+    old_rows("conv-old", 2)
+    real = retention.delete_in_batches
+
+    def flushed_meanwhile(*args, **kwargs):
+        plain_redis.delete(LOCK)  # what a FLUSHDB does to the lock while the purge holds it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "delete_in_batches", flushed_meanwhile)
+    with pytest.raises(CommandError) as failure:
+        call_command("purge_history", "--months", "6", stdout=StringIO())
+    assert str(failure.value).startswith(f"The run lock {LOCK!r} was lost while purge_history held it")
+    assert "\n" not in str(failure.value)
+    assert not ConversationHistory.objects.exists()  # the messages it deleted before stay deleted
