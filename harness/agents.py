@@ -420,6 +420,22 @@ def _last_human(state: ChatState) -> str:
     return _text(humans[-1].content)
 
 
+def _chatbot_unless(cp: Any, model: Any, word: str, name: str, node: Any):
+    """The chat bot, except for a turn whose user message says `word`: that turn goes to
+    `node` (named `name`) instead."""
+
+    def route(state: ChatState) -> str:
+        return name if word in _last_human(state).lower() else "chatbot"
+
+    g = StateGraph(ChatState)
+    g.add_node("chatbot", _chat_node(model))
+    g.add_node(name, node)
+    g.add_conditional_edges(START, route, ["chatbot", name])
+    g.add_edge("chatbot", END)
+    g.add_edge(name, END)
+    return g.compile(checkpointer=cp)
+
+
 def build_remove(cp: Any):
     model = ScriptedChatModel(use_tools=False)
 
@@ -436,16 +452,7 @@ def build_remove(cp: Any):
             ]
         }
 
-    def route(state: ChatState) -> str:
-        return "forget" if "olvida" in _last_human(state).lower() else "chatbot"
-
-    g = StateGraph(ChatState)
-    g.add_node("chatbot", _chat_node(model))
-    g.add_node("forget", forget)
-    g.add_conditional_edges(START, route, ["chatbot", "forget"])
-    g.add_edge("chatbot", END)
-    g.add_edge("forget", END)
-    return g.compile(checkpointer=cp)
+    return _chatbot_unless(cp, model, "olvida", "forget", forget)
 
 
 EDITED = "El envío a Canarias es gratis 🎉\n(respuesta corregida: «sin coste»)"
@@ -464,16 +471,7 @@ def build_edit(cp: Any):
             ]
         }
 
-    def route(state: ChatState) -> str:
-        return "correct" if "corrige" in _last_human(state).lower() else "chatbot"
-
-    g = StateGraph(ChatState)
-    g.add_node("chatbot", _chat_node(model))
-    g.add_node("correct", correct)
-    g.add_conditional_edges(START, route, ["chatbot", "correct"])
-    g.add_edge("chatbot", END)
-    g.add_edge("correct", END)
-    return g.compile(checkpointer=cp)
+    return _chatbot_unless(cp, model, "corrige", "correct", correct)
 
 
 def build_react(cp: Any):
