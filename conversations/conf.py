@@ -81,8 +81,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def get(name: str) -> Any:
-    """A setting by its key, for code that names keys as data (the settings table, the tests);
-    everything else reads the typed functions below."""
+    """A setting by its key, the override or its default; the rest of the app reads the typed
+    functions below, which call this."""
     overrides = getattr(settings, "ARCHIVER", {}) or {}
     if name in overrides:
         return overrides[name]
