@@ -102,7 +102,10 @@ run_web() {
     manage collectstatic --noinput --verbosity 0 || die "collectstatic failed; see above."
     local extra=()
     # gunicorn 27 opens a control socket in the home folder (/app, read-only for "app"): not needed.
-    if gunicorn --help 2>/dev/null | grep -q -- '--no-control-socket'; then extra+=(--no-control-socket); fi
+    # The help is read whole: `grep -q` closing the pipe early would fail it under pipefail.
+    local help
+    help="$(gunicorn --help 2>/dev/null)" || true
+    if grep -qF -- '--no-control-socket' <<<"$help"; then extra+=(--no-control-socket); fi
     exec gunicorn archive_site.wsgi:application --bind 0.0.0.0:8000 --access-logfile - --error-logfile - "${extra[@]}" "$@"
 }
 

@@ -90,7 +90,7 @@ if [ -n "$PIP_CA" ] && [ -s "$PIP_CA" ]; then secret=(--secret "id=pip-ca,src=$P
 build() { "$DOCKER" build -q --network host "${secret[@]}" "$@" >/dev/null; }
 if ! "$DOCKER" image inspect "$DEBIAN_IMAGE" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || apt_install debootstrap
-    mirror="$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)"
+    mirror="$(awk '/^URIs:/ { sub(/^URIs: */, ""); print; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null)" || mirror=""
     say "making $DEBIAN_IMAGE with debootstrap from ${mirror:=http://deb.debian.org/debian}"
     root="$(mktemp -d /var/tmp/archiver-debian.XXXXXX)"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$root" "$mirror" >/tmp/docker-smoke-debootstrap.log 2>&1 \
@@ -176,7 +176,10 @@ compose up -d --no-build >/dev/null 2>&1
 wait_health archiver healthy 180
 wait_web
 [ "$(rows)" = "$before" ] || fail "down / up: $before rows before, $(rows) after"
-compose logs archiver | grep -q 'No migrations to apply' || fail "after down / up the archiver did not find the schema in place"
+# Read the whole log first: `grep -q` stops reading at its match, and under pipefail the
+# writer's broken pipe would fail the check whenever more log follows the line.
+logs="$(compose logs archiver)"
+grep -qF 'No migrations to apply' <<<"$logs" || fail "after down / up the archiver did not find the schema in place"
 say "4. restart and down / up kept all $before rows"
 
 # --- 5. health follows Redis -----------------------------------------------------------
