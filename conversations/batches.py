@@ -74,9 +74,7 @@ def read_batch(
         # Left in Redis; without the mirror, what they hold is not archived.
         counts.left(live, probed_at, at_risk=not opts.mirror)
         return Batch(layout, len(keys), due, broken, began, live if opts.mirror else [], probed_at), counts
-    live = live if opts.mirror else []
-
-    live = changed(live, live_threads(layout, live))
+    live = changed(live, live_threads(layout, live)) if opts.mirror else []
     with redis_errors():
         conversations, unreadable = layout.load(client, due + live) if due or live else ([], [])
     _warn_skipped(unreadable)
@@ -84,9 +82,10 @@ def read_batch(
     mirroring = {c.key for c in live}
     archiving = [c for c in conversations if c.candidate.key not in mirroring]
     mirrored = [c for c in conversations if c.candidate.key in mirroring]
-    counts = _found(len(archiving) + sum(1 for b in broken if b.quarantine))
+    quarantined = sum(1 for b in broken if b.quarantine)
+    counts = _found(len(archiving) + quarantined)
     counts.messages = sum(len(c.messages) for c in archiving)
-    counts.quarantined = sum(1 for b in broken if b.quarantine)
+    counts.quarantined = quarantined
     if mirrored:
         new = storage.count_new(mirrored)
         counts.mirrored, counts.mirrored_messages = len(mirrored), new

@@ -318,6 +318,14 @@ def test_dry_run_writes_and_deletes_nothing(plain_redis, tmp_path, settings):
     assert not (tmp_path / "archiver_health.json").exists()
 
 
+def test_a_dry_run_counts_an_unreadable_value_and_keeps_nothing(plain_redis):
+    plain_redis.set(KEY, plain_value([lc("human", "hola", "h1")], ts=hours_ago(24)))
+    plain_redis.set("langgraph:checkpoint:broken:", b"{not json")
+    report = archive(dry_run=True)
+    assert (report.found, report.messages, report.quarantined) == (2, 1, 1)
+    assert not QuarantinedCheckpoint.objects.exists() and plain_redis.exists("langgraph:checkpoint:broken:")
+
+
 def test_keys_that_are_not_checkpoints_are_left_alone(plain_redis):
     plain_redis.set("session:abc", "x")
     plain_redis.set("langgraph:other", "y")
